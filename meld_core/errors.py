@@ -94,3 +94,9 @@ class PeerError(MeldError):
     """An administrative command on a peer that cannot be carried out."""
 
     status, type = 400, "invalid_request"
+
+
+class UnknownPeer(PeerError):
+    """An administrative command names a peer the ledger does not know."""
+
+    status, type = 404, "not_found"

@@ -65,6 +65,8 @@ class Admission:
     hold_id: int | None
     held: int
     balance: int
+    replay: tuple[int, str, bytes] | None = None
+    """An Idempotency-Key's stored answer (status, content type, body) to send again."""
 
 
 @dataclass(frozen=True, slots=True)
