@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ class NodeSettings:
     id: str
     host: str = "127.0.0.1"
     port: int = 8787
-    data_dir: Path = Path("~/.meld").expanduser()
+    data_dir: Path = Path("/var/lib/meld")
     max_body_bytes: int = 1_048_576
 
     @property
@@ -70,8 +69,10 @@ class Price:
     max_output_tokens: int = 4096
 
     def cost(self, input_tokens: int, output_tokens: int) -> int:
-        """The charge for a usage, rounded up to a whole unit, never below the minimum."""
-        micro = input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok
+        """The charge for a usage, rounded up, never below the minimum."""
+        micro = (
+            input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok
+        )
         return max(self.min_charge, -(-micro // 1_000_000))
 
 
@@ -189,8 +190,14 @@ _REQUIRED = object()
 
 
 def _describe(kind: type | tuple[type, ...]) -> str:
-    names = {int: "a whole number", float: "a number", str: "a string", bool: "true or false",
-             list: "a list", dict: "a table"}
+    names = {
+        int: "a whole number",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if set(kinds) == {int, float}:
         return "a number"
@@ -290,7 +297,9 @@ def parse_config(text: str, source: Path | str = "<config>") -> Config:
     )
     if not backends:
         top.fail("backends", "at least one [[backends]] entry")
-    pricing = {m: _parse_price(source, m, p) for m, p in top.get("pricing", dict, {}).items()}
+    pricing = {
+        m: _parse_price(source, m, p) for m, p in top.get("pricing", dict, {}).items()
+    }
     limits_table = _Table(source, "limits", top.get("limits", dict, {}))
     limits = Limits(
         requests_per_minute=limits_table.integer("requests_per_minute", 120, minimum=1),
@@ -306,7 +315,14 @@ def parse_config(text: str, source: Path | str = "<config>") -> Config:
     _check_unique(source, "remotes", [r.id for r in remotes])
     models = [m for b in backends for m in b.models]
     _check_unique(source, "models", models)
-    return Config(node, backends, pricing, limits, remotes, source if isinstance(source, Path) else None)
+    return Config(
+        node,
+        backends,
+        pricing,
+        limits,
+        remotes,
+        source if isinstance(source, Path) else None,
+    )
 
 
 def _check_unique(source: Path | str, what: str, names: list[str]) -> None:

@@ -74,7 +74,9 @@ def probe_ollama(url: str = DEFAULT_OLLAMA_URL, timeout_s: float = 0.5) -> list[
         return []
 
 
-def default_config_text(data_dir: Path, *, ollama_models: list[str], deepseek: bool) -> str:
+def default_config_text(
+    data_dir: Path, *, ollama_models: list[str], deepseek: bool
+) -> str:
     """The text of a first-run configuration."""
     node_id = "meld-" + secrets.token_hex(2)
     parts = [
@@ -96,7 +98,7 @@ def default_config_text(data_dir: Path, *, ollama_models: list[str], deepseek: b
 
 
 def ensure_config(path: Path) -> Config:
-    """Load the configuration at `path`, writing the first-run default if there is none."""
+    """Load the configuration at `path`, writing a first-run default if none."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         text = default_config_text(

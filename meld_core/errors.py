@@ -100,3 +100,9 @@ class UnknownPeer(PeerError):
     """An administrative command names a peer the ledger does not know."""
 
     status, type = 404, "not_found"
+
+
+class StartError(MeldError):
+    """The node cannot start: its address is taken, or its server failed to start."""
+
+    type = "start_error"

@@ -74,7 +74,7 @@ def signed_headers(
 
 @dataclass(frozen=True, slots=True)
 class SignedRequest:
-    """The signed parts of an incoming request, checked for form but not yet verified."""
+    """The signed parts of a request, checked for form but not yet verified."""
 
     peer: str
     timestamp: int

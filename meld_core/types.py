@@ -34,8 +34,13 @@ class Transfer:
     hold_id: int | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "amount": self.amount,
-                "reason": self.reason, "at": self.at}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "amount": self.amount,
+            "reason": self.reason,
+            "at": self.at,
+        }
 
 
 @dataclass(frozen=True, slots=True)

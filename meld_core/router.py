@@ -1,0 +1,456 @@
+"""One chat completion from admission to charge: hold, queue, backend call, settle."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .backends.base import Backend, ChatRequest, Chunk, Completion, Usage
+from .chat import ChatCall, parse_chat, sse
+from .config import BackendConfig, Config
+from .errors import MeldError, ModelNotFound, Unauthorized, Unavailable, UpstreamError
+from .limits import PeerLimiter
+from .route import Route
+from .signing import SignedRequest
+from .types import Admission, Balance, RequestRecord
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+# A hold outlives its request's worst case by this much before the sweeper frees it.
+HOLD_GRACE_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """The request waits for a slot at this position."""
+
+    position: int
+    eta_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """Bytes of a streaming answer, ready to send."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The whole answer: a JSON completion, a finished stream's tail, or a replay."""
+
+    status: int
+    content_type: str
+    body: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The request ended with a protocol error."""
+
+    error: MeldError
+
+
+Event = Queued | Piece | Answer | Failed
+
+
+class Exchange:
+    """One chat completion in flight: its own task and the events it produces.
+
+    The task is detached from the HTTP connection, so a caller who goes away only
+    cancels it, and the task's own cleanup frees the slot and the hold.
+    """
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    def put(self, event: Event) -> None:
+        self.events.put_nowait(event)
+
+    def cancel(self) -> None:
+        """Called when the caller disconnects; safe to call more than once."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+
+class Router:
+    """Routes chat completions to backends by model, charging credits for each."""
+
+    def __init__(
+        self,
+        config: Config,
+        ledger: Ledger,
+        backends: dict[str, Backend],
+        *,
+        on_finished: Callable[[RequestRecord], None],
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.limiter = PeerLimiter(config.limits, clock=clock)
+        self.routes = {
+            b.name: Route(backends[b.name], clock=clock) for b in config.backends
+        }
+        self.by_model = {m: r for r in self.routes.values() for m in r.config.models}
+        self.on_finished = on_finished
+        self.exchanges: set[Exchange] = set()
+
+    def open(
+        self, signed: SignedRequest, raw: bytes, request_id: str, idem_key: str | None
+    ) -> Exchange:
+        """Start a chat completion; its events arrive on the exchange's queue."""
+        exchange = Exchange(request_id)
+        exchange.task = asyncio.create_task(
+            self._run(exchange, signed, raw, idem_key), name=f"chat {request_id}"
+        )
+        self.exchanges.add(exchange)
+        exchange.task.add_done_callback(lambda _: self.exchanges.discard(exchange))
+        return exchange
+
+    async def _run(
+        self,
+        exchange: Exchange,
+        signed: SignedRequest,
+        raw: bytes,
+        idem_key: str | None,
+    ) -> None:
+        started = self.clock()
+        rid = exchange.request_id
+        call: ChatCall | None = None
+        problem: MeldError | None = None
+        try:
+            call = parse_chat(raw)
+        except MeldError as exc:
+            problem = exc
+        route = self.by_model.get(call.model) if call else None
+        if call and route is None:
+            problem = ModelNotFound(f"no backend routes model '{call.model}'")
+
+        try:
+            admission = await self._admit(
+                signed, raw, rid, call, route, problem, idem_key
+            )
+        except MeldError as exc:
+            self.limiter.finish(rid)
+            if not isinstance(exc, Unauthorized):
+                await self._log_refusal(signed.peer, call, route, rid, exc, started)
+            exchange.put(Failed(exc))
+            return
+        if admission.replay is not None:
+            self.limiter.finish(rid)
+            status, content_type, body = admission.replay
+            exchange.put(
+                Answer(status, content_type, body, {"X-Meld-Replayed": "true"})
+            )
+            return
+        if problem is not None or call is None or route is None:
+            await self._log_refusal(signed.peer, call, route, rid, problem, started)
+            exchange.put(
+                Failed(problem or UpstreamError("request could not be routed"))
+            )
+            return
+
+        serving = _Serving(exchange, call, route, admission, idem_key, started)
+        try:
+            await self._serve(serving)
+        except BaseException as exc:
+            await asyncio.shield(self._fail(serving, exc))
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self.limiter.finish(rid)
+
+    async def _admit(
+        self,
+        signed: SignedRequest,
+        raw: bytes,
+        rid: str,
+        call: ChatCall | None,
+        route: Route | None,
+        problem: MeldError | None,
+        idem_key: str | None,
+    ) -> Admission:
+        if problem is not None or call is None or route is None:
+            # Authenticate first, so a stranger learns nothing from a body's errors.
+            return await self.ledger.admit(signed, request_id=rid)
+
+        price = self.config.price(call.model)
+        hold = price.cost(len(raw), self._max_tokens(call))
+        idempotency = None
+        if idem_key:
+            idempotency = (idem_key, hashlib.sha256(raw).hexdigest())
+
+        def gate(peer: str) -> None:
+            self.limiter.reserve(peer, rid)
+            route.check_admission()
+
+        ttl = route.config.queue_timeout_s + route.config.request_timeout_s
+        return await self.ledger.admit(
+            signed,
+            hold=hold,
+            request_id=rid,
+            hold_ttl_s=ttl + HOLD_GRACE_S,
+            gate=gate,
+            idempotency=idempotency,
+        )
+
+    def _max_tokens(self, call: ChatCall) -> int:
+        cap = self.config.price(call.model).max_output_tokens
+        return min(call.max_tokens or cap, cap)
+
+    async def _serve(self, s: _Serving) -> None:
+        route, call = s.route, s.call
+        waiter = route.queue.try_acquire(s.admission.peer)
+        if waiter is not None:
+            s.position = route.queue.position(waiter)
+            on_position = None
+            if call.stream:
+
+                def on_position(position: int, eta_s: float) -> None:
+                    s.exchange.put(Queued(position, eta_s))
+
+            remaining = route.config.queue_timeout_s - (self.clock() - s.started)
+            await route.queue.wait(waiter, max(0.0, remaining), on_position)
+        s.queued_ms = (self.clock() - s.started) * 1000
+
+        request = ChatRequest(
+            request_id=s.exchange.request_id,
+            model=call.model,
+            body=call.body,
+            max_tokens=self._max_tokens(call),
+            stream=call.stream,
+        )
+        began = self.clock()
+        route.in_flight += 1
+        try:
+            if call.stream:
+                usage = await self._stream(s, route.backend, request)
+            else:
+                s.completion = await route.backend.complete(request)
+                usage = s.completion.usage
+        finally:
+            route.in_flight -= 1
+            route.queue.release()
+        route.observe_service(self.clock() - began, usage.output_tokens)
+
+        await self._settle(s, usage)
+
+    async def _stream(
+        self, s: _Serving, backend: Backend, request: ChatRequest
+    ) -> Usage:
+        usage: Usage | None = None
+        async for item in backend.stream(request):
+            if isinstance(item, Usage):
+                usage = item
+            elif isinstance(item, Chunk):
+                piece = sse(item.data)
+                if s.idem_key:
+                    s.sent.append(piece)
+                s.exchange.put(Piece(piece))
+        if usage is None:
+            raise UpstreamError(
+                f"backend '{backend.name}' ended a stream without usage"
+            )
+        return usage
+
+    async def _settle(self, s: _Serving, usage: Usage) -> None:
+        price = self.config.price(s.call.model)
+        cost = min(
+            price.cost(usage.input_tokens, usage.output_tokens), s.admission.held
+        )
+        record = self._record(s, 200, None, usage, cost)
+        s.route.stats.record(record.latency_ms, ok=True)
+        if s.admission.hold_id is not None:
+            balance = await self.ledger.settle(
+                s.admission.hold_id, cost, record=record, idempotency_key=s.idem_key
+            )
+        else:
+            await self.ledger.record(record)
+            balance = await self.ledger.balance(s.admission.peer)
+        s.resolved = True
+        meld = self._meld(s, cost, balance)
+        headers = _meld_headers(meld)
+        if s.call.stream:
+            tail = sse(meld, event="meld.done") + sse("[DONE]")
+            answer = Answer(200, "text/event-stream", tail, headers)
+            stored = b"".join(s.sent) + tail
+        else:
+            assert s.completion is not None
+            body = json.dumps({**s.completion.body, "meld": meld}).encode()
+            answer = Answer(200, "application/json", body, headers)
+            stored = body
+        if s.idem_key:
+            await self.ledger.remember(
+                s.admission.peer, s.idem_key, 200, answer.content_type, stored
+            )
+        self.on_finished(record)
+        s.exchange.put(answer)
+
+    async def _fail(self, s: _Serving, exc: BaseException) -> None:
+        """Free the hold of a request that did not finish; nothing is charged."""
+        if isinstance(exc, MeldError):
+            error = exc
+        elif isinstance(exc, asyncio.CancelledError):
+            error = MeldError("the caller disconnected")
+            error.status, error.type = 499, "client_disconnected"
+        else:
+            log.exception("request %s failed", s.exchange.request_id)
+            error = UpstreamError("the node failed to handle the backend's answer")
+        record = self._record(s, error.status, error.type, None, 0)
+        if not s.resolved:
+            try:
+                if s.admission.hold_id is not None:
+                    await self.ledger.release(
+                        s.admission.hold_id,
+                        record=record,
+                        idempotency_key=s.idem_key,
+                        reason=error.type,
+                    )
+                else:
+                    await self.ledger.record(record, drop_idempotency_key=s.idem_key)
+            except Exception:
+                # The ledger's expiry sweep frees this hold later; say so loudly.
+                log.exception("could not release hold of %s", s.exchange.request_id)
+        s.route.stats.record(record.latency_ms, ok=False)
+        self.on_finished(record)
+        s.exchange.put(Failed(error))
+
+    async def _log_refusal(
+        self,
+        peer: str,
+        call: ChatCall | None,
+        route: Route | None,
+        rid: str,
+        error: MeldError | None,
+        started: float,
+    ) -> None:
+        status = error.status if error else 500
+        record = RequestRecord(
+            request_id=rid,
+            peer=peer,
+            model=call.model if call else "",
+            backend=route.name if route else "",
+            status=status,
+            error_type=error.type if error else None,
+            queued_ms=0.0,
+            latency_ms=(self.clock() - started) * 1000,
+            input_tokens=0,
+            output_tokens=0,
+            credits=0,
+            at=self.wall_clock(),
+            stream=bool(call and call.stream),
+        )
+        try:
+            await self.ledger.record(record)
+        except MeldError:
+            log.warning("request %s: could not log its refusal", rid)
+        self.on_finished(record)
+
+    def _record(
+        self,
+        s: _Serving,
+        status: int,
+        error_type: str | None,
+        usage: Usage | None,
+        cost: int,
+    ) -> RequestRecord:
+        latency_ms = (self.clock() - s.started) * 1000
+        return RequestRecord(
+            request_id=s.exchange.request_id,
+            peer=s.admission.peer,
+            model=s.call.model,
+            backend=s.route.name,
+            status=status,
+            error_type=error_type,
+            queued_ms=round(s.queued_ms, 1),
+            latency_ms=round(latency_ms, 1),
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            credits=cost,
+            at=self.wall_clock(),
+            stream=s.call.stream,
+        )
+
+    def _meld(self, s: _Serving, cost: int, balance: Balance) -> dict[str, Any]:
+        return {
+            "request_id": s.exchange.request_id,
+            "backend": s.route.name,
+            "queue_position": s.position,
+            "queued_ms": round(s.queued_ms, 1),
+            "credits_charged": cost,
+            "balance": balance.balance,
+        }
+
+    def backend_config(self, name: str) -> BackendConfig:
+        return self.routes[name].config
+
+    def check_model(self, model: str) -> Route:
+        route = self.by_model.get(model)
+        if route is None:
+            raise ModelNotFound(f"no backend routes model '{model}'")
+        if not route.healthy:
+            raise Unavailable(f"backend '{route.name}' is not healthy")
+        return route
+
+
+class _Serving:
+    """The mutable state of one admitted request while it is served."""
+
+    __slots__ = (
+        "admission",
+        "call",
+        "completion",
+        "exchange",
+        "idem_key",
+        "position",
+        "queued_ms",
+        "resolved",
+        "route",
+        "sent",
+        "started",
+    )
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        call: ChatCall,
+        route: Route,
+        admission: Admission,
+        idem_key: str | None,
+        started: float,
+    ) -> None:
+        self.exchange = exchange
+        self.call = call
+        self.route = route
+        self.admission = admission
+        self.idem_key = idem_key
+        self.started = started
+        self.position = 0
+        self.queued_ms = 0.0
+        self.completion: Completion | None = None
+        self.sent: list[bytes] = []
+        self.resolved = False
+
+
+def _meld_headers(meld: dict[str, Any]) -> dict[str, str]:
+    return {
+        "X-Meld-Queue-Position": str(meld["queue_position"]),
+        "X-Meld-Queued-Ms": str(meld["queued_ms"]),
+        "X-Meld-Credits-Charged": str(meld["credits_charged"]),
+        "X-Meld-Balance": str(meld["balance"]),
+    }
