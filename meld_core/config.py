@@ -211,7 +211,7 @@ def _parse_node(source: Path | str, data: Any, base: Path) -> NodeSettings:
         t.fail("node.id", "an id matching [a-z0-9][a-z0-9._-]{0,62}")
     listen = t.get("listen", str, "127.0.0.1:8787")
     host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
         t.fail("node.listen", "HOST:PORT, such as 127.0.0.1:8787")
     data_dir = Path(t.get("data_dir", str, "~/.meld")).expanduser()
     if not data_dir.is_absolute():

@@ -86,7 +86,8 @@ class SlotQueue:
         eta = self.arrival_eta_s()
         if self._waiting >= self.max_queue:
             raise Overloaded("the queue is full", retry_after_s=self._retry_after(eta))
-        if eta > self.queue_timeout_s:
+        # Before any request was measured the ETA is a guess: refuse on facts only.
+        if self._service_known and eta > self.queue_timeout_s:
             raise Overloaded(
                 f"predicted wait {eta:.1f}s exceeds the queue timeout",
                 retry_after_s=self._retry_after(eta),
