@@ -1,0 +1,96 @@
+"""Plain-text formatting of durations, rates, bars and sparklines for the console."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+SPARK_GLYPHS = "▁▂▃▄▅▆▇█"
+BAR_FULL = "█"
+BAR_EMPTY = "░"
+BAR_PARTS = " ▏▎▍▌▋▊▉"
+UNKNOWN = "\u2013"  # an en dash: the value is not known yet
+
+
+def duration(seconds: float) -> str:
+    """A compact span such as `42s`, `12m05s`, `3h07m` or `2d04h`."""
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def millis(value: float | None) -> str:
+    """A latency in ms or s, such as `840ms` or `2.41s`; a dash when unknown."""
+    if value is None:
+        return UNKNOWN
+    if value < 1000:
+        return f"{value:.0f}ms"
+    if value < 100_000:
+        return f"{value / 1000:.2f}s"
+    return f"{value / 1000:.0f}s"
+
+
+def seconds(value: float) -> str:
+    """A wait such as `0s`, `3.2s` or `4m10s`."""
+    if value <= 0:
+        return "0s"
+    if value < 60:
+        return f"{value:.1f}s"
+    return duration(value)
+
+
+def percent(ratio: float | None) -> str:
+    """A ratio as a percentage with one decimal; a dash when unknown."""
+    return UNKNOWN if ratio is None else f"{ratio * 100:.1f}%"
+
+
+def rate(value: float) -> str:
+    """A per-second rate with a precision that suits its size."""
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def credits(amount: int) -> str:
+    """Credit units with thin grouping, such as `12 400`."""
+    return f"{amount:,}".replace(",", " ")
+
+
+def clock_time(at: float) -> str:
+    """The local wall-clock time of a timestamp, `HH:MM:SS`."""
+    return time.strftime("%H:%M:%S", time.localtime(at))
+
+
+def ago(at: float | None, now: float) -> str:
+    """How long ago a timestamp was, such as `4s ago`; `never` when unknown."""
+    if at is None:
+        return "never"
+    return f"{duration(now - at)} ago"
+
+
+def bar(used: float, total: float, width: int) -> tuple[str, str]:
+    """A horizontal bar as its filled and empty parts, with eighth-cell precision."""
+    if width <= 0:
+        return "", ""
+    fraction = 0.0 if total <= 0 else min(1.0, max(0.0, used / total))
+    eighths = round(fraction * width * 8)
+    full, part = divmod(eighths, 8)
+    filled = BAR_FULL * full + (BAR_PARTS[part] if part else "")
+    return filled, BAR_EMPTY * (width - len(filled))
+
+
+def spark(values: Sequence[float], width: int, *, top: float | None = None) -> str:
+    """The last `width` values as a sparkline scaled to `top` (default: their max)."""
+    tail = list(values)[-width:] if width > 0 else []
+    peak = top if top is not None else max(tail, default=0.0)
+    glyphs = []
+    for value in tail:
+        if peak <= 0 or value <= 0:
+            glyphs.append(" " if value <= 0 else SPARK_GLYPHS[0])
+            continue
+        index = round(min(1.0, value / peak) * (len(SPARK_GLYPHS) - 1))
+        glyphs.append(SPARK_GLYPHS[index])
+    return "".join(glyphs).rjust(width)

@@ -1,0 +1,99 @@
+"""Console logging: all of it to the node's file, none of it on the screen."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from meld_core.config import Config
+from meld_core.logs import setup_logging
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Lines as meld_core.logs writes them: date, time, level (padded), logger, message.
+_LINE = re.compile(r"^\S+ \S+ (DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")
+
+log = logging.getLogger(__name__)
+
+
+def configure_console_logging(config: Config) -> None:
+    """Log to the node's file only: a stream handler would paint over the screen."""
+    setup_logging(config, stderr=False)
+    for logger in (logging.getLogger(), *_known_loggers()):
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.StreamHandler) and not isinstance(
+                handler, logging.FileHandler
+            ):
+                logger.removeHandler(handler)
+    logging.captureWarnings(True)
+    log.info("console logging to %s", config.log_path)
+
+
+def _known_loggers() -> list[logging.Logger]:
+    manager = logging.Logger.manager
+    return [
+        logger
+        for logger in manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One line of the node's log file with the level it was written at."""
+
+    text: str
+    level: str
+
+    @property
+    def rank(self) -> int:
+        return LEVELS.index(self.level)
+
+
+def parse_line(text: str, previous_level: str = "INFO") -> LogLine:
+    """A log line with its level; a traceback line keeps the level before it."""
+    match = _LINE.match(text)
+    return LogLine(text, match.group(1) if match else previous_level)
+
+
+class LogReader:
+    """Reads the lines appended to a log file since the last read; survives rotation."""
+
+    def __init__(self, path: Path, *, backlog_bytes: int = 64_000) -> None:
+        self._path = path
+        self._backlog = backlog_bytes
+        self._offset: int | None = None
+        self._level = "INFO"
+
+    def read_new(self) -> list[LogLine]:
+        """Whole lines written since the last call; the first call reads a backlog."""
+        try:
+            size = self._path.stat().st_size
+        except FileNotFoundError:
+            return []
+        skip_partial = False
+        if self._offset is None:
+            self._offset = max(0, size - self._backlog)
+            skip_partial = self._offset > 0
+        if size < self._offset:
+            self._offset = 0
+        if size == self._offset:
+            return []
+        with self._path.open("rb") as handle:
+            handle.seek(self._offset)
+            data = handle.read(size - self._offset)
+        end = data.rfind(b"\n")
+        if end < 0:
+            return []
+        data = data[: end + 1]
+        self._offset += len(data)
+        texts = data.decode("utf-8", errors="replace").splitlines()
+        if skip_partial and texts:
+            texts = texts[1:]
+        lines = []
+        for text in texts:
+            line = parse_line(text, self._level)
+            self._level = line.level
+            lines.append(line)
+        return lines

@@ -1,0 +1,86 @@
+"""The node's log file, tailed, with a level filter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import work
+from textual.app import ComposeResult
+from textual.message import Message
+from textual.widgets import Label
+
+from meld_core.types import NodeSnapshot
+
+from ..logs import LEVELS, LogLine, LogReader
+from ..widgets import LogTail
+from .base import LiveScreen
+
+
+class LogScreen(LiveScreen):
+    """Tails `config.log_path` while in view; `l` raises the lowest level shown."""
+
+    MODE = "log"
+
+    BINDINGS = [
+        ("l", "next_level", "Level"),
+        ("end", "follow", "Follow"),
+    ]
+
+    class LinesRead(Message):
+        """New lines arrived from the log file."""
+
+        def __init__(self, lines: list[LogLine]) -> None:
+            super().__init__()
+            self.lines = lines
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._path: Path | None = None
+        self._reader: LogReader | None = None
+        self._reading = False
+
+    def compose_body(self) -> ComposeResult:
+        yield Label("", id="log-title", classes="section-title")
+        yield LogTail(id="log")
+
+    def on_mount(self) -> None:
+        self._path = self.console.log_path
+        if self._path is not None:
+            self._reader = LogReader(self._path)
+        self._show_title()
+
+    def show_snapshot(self, snapshot: NodeSnapshot) -> None:
+        if self._reader is not None and not self._reading:
+            self._reading = True
+            self.read_log()
+
+    @work(thread=True, group="log-read")
+    def read_log(self) -> None:
+        """Read new lines in a thread, so a slow disk never stalls the screen."""
+        assert self._reader is not None
+        try:
+            lines = self._reader.read_new()
+        finally:
+            self._reading = False
+        if lines:
+            self.post_message(self.LinesRead(lines))
+
+    def on_log_screen_lines_read(self, message: LinesRead) -> None:
+        self.query_one(LogTail).add(message.lines)
+
+    def action_next_level(self) -> None:
+        tail = self.query_one(LogTail)
+        index = LEVELS.index(tail.level)
+        # CRITICAL alone is rarely useful, so the cycle stops at ERROR.
+        tail.set_level(LEVELS[(index + 1) % 4])
+        self._show_title()
+
+    def action_follow(self) -> None:
+        tail = self.query_one(LogTail)
+        tail.auto_scroll = True
+        tail.scroll_end(animate=False)
+
+    def _show_title(self) -> None:
+        level = self.query_one(LogTail).level
+        where = str(self._path) if self._path is not None else "no log file"
+        self.query_one("#log-title", Label).update(f"{where}  level ≥ {level}")

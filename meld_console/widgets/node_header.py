@@ -1,0 +1,92 @@
+"""The one-line header: who the node is and how it is doing right now."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import RenderResult
+from textual.widget import Widget
+
+from meld_core.types import NodeSnapshot
+
+from .. import format as fmt
+
+
+class NodeHeader(Widget):
+    """Node id, listen address, uptime, requests/s, success rate, in flight, queued."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "node-header--id",
+        "node-header--label",
+        "node-header--value",
+        "node-header--warn",
+        "node-header--bad",
+    }
+
+    DEFAULT_CSS = """
+    NodeHeader {
+        height: 1;
+        padding: 0 1;
+        background: $panel;
+        color: $foreground;
+    }
+    NodeHeader > .node-header--id { text-style: bold; color: $accent; }
+    NodeHeader > .node-header--label { color: $foreground-muted; }
+    NodeHeader > .node-header--value { text-style: bold; }
+    NodeHeader > .node-header--warn { color: $warning; text-style: bold; }
+    NodeHeader > .node-header--bad { color: $error; text-style: bold; }
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self._text = Text("starting the node…")
+
+    def show(self, snapshot: NodeSnapshot) -> None:
+        """Render a snapshot; redraw only when the visible text changed."""
+        text = self._build(snapshot)
+        if text != self._text:
+            self._text = text
+            self.refresh()
+
+    def show_message(self, message: str) -> None:
+        """Replace the line with a status message, such as a stop in progress."""
+        text = Text(message, style=self.get_component_rich_style("node-header--warn"))
+        if text != self._text:
+            self._text = text
+            self.refresh()
+
+    def render(self) -> RenderResult:
+        return self._text
+
+    def _build(self, snapshot: NodeSnapshot) -> Text:
+        style = self.get_component_rich_style
+        label, value = style("node-header--label"), style("node-header--value")
+        success = snapshot.success_rate
+        success_style = value
+        if success is not None and success < 0.99:
+            success_style = style(
+                "node-header--bad" if success < 0.9 else "node-header--warn"
+            )
+        queued_style = style("node-header--warn") if snapshot.queued else value
+        parts: list[tuple[str, object]] = [
+            (snapshot.node_id, style("node-header--id")),
+            (f" {snapshot.listen}", label),
+            ("  up ", label),
+            (fmt.duration(snapshot.uptime_s), value),
+            ("  ", label),
+            (fmt.rate(snapshot.requests_per_s), value),
+            (" req/s  ok ", label),
+            (fmt.percent(success), success_style),
+            ("  in flight ", label),
+            (str(snapshot.in_flight), value),
+            ("  queued ", label),
+            (str(snapshot.queued), queued_style),
+        ]
+        return Text.assemble(*parts)  # type: ignore[arg-type]
