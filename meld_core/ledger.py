@@ -176,6 +176,15 @@ class Ledger:
         )
         await self._writer.run(op)
 
+    async def remember(
+        self, peer: str, key: str, status: int, content_type: str, body: bytes
+    ) -> None:
+        """Keep the answer to a request's Idempotency-Key, for retries within a day."""
+        done = (key, status, content_type, body)
+        await self._writer.run(
+            partial(ops.log_request, record=None, peer=peer, done=done)
+        )
+
     async def release_stale_holds(self, *, reason: str = "node restart") -> int:
         """Release every open hold (left by a crash); returns how many."""
         now = self._clock()
