@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from meld_core.config import Config, parse_config
+from meld_core.config import Config, load_config, parse_config
 from meld_core.errors import InvalidRequest, PeerError
 from meld_core.signing import new_secret, parse_signed
 from meld_core.stress import (
@@ -26,6 +26,7 @@ from meld_core.stress import (
     render_markdown,
     run_stress,
 )
+from tests.support.nodes import running_node, write_config
 
 PEER = "stress-peer"
 SECRET = new_secret()
@@ -312,3 +313,30 @@ def test_node_url_reaches_a_wildcard_listen_over_loopback(
     tmp_path: Path, listen: str, url: str
 ) -> None:
     assert node_url(config_in(tmp_path, listen)) == url
+
+
+async def test_a_real_node_with_a_sim_backend_serves_every_stress_request(
+    tmp_path: Path,
+) -> None:
+    path = write_config(tmp_path, slots=2, ttft_s=0.01, tpot_s=0.0005)
+    config = load_config(path)
+
+    async with running_node(path) as node:
+        peer, secret = console_credentials(config)
+        results = await run_stress(
+            node.url, peer, secret, "sim-small", [1, 3], requests_per_level=6,
+            max_tokens=16,
+        )  # fmt: skip
+
+    assert [(r.level, r.sent, r.ok, r.failed) for r in results] == [
+        (1, 6, 6, 0),
+        (3, 6, 6, 0),
+    ]
+    for r in results:
+        assert dict(r.by_status) == {200: 6}
+        assert r.p50_ms is not None and r.p95_ms is not None
+        assert r.p99_ms is not None and r.max_ms is not None
+        assert 10 <= r.p50_ms <= r.p95_ms <= r.p99_ms <= r.max_ms
+    # Three at once on two slots: the third must have waited in the node's queue.
+    assert results[0].queue_positions_seen == 0
+    assert results[1].queue_positions_seen >= 1

@@ -1,0 +1,1 @@
+"""The subcommands of `meld-console`, one module per group."""
