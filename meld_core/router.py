@@ -276,9 +276,7 @@ class Router:
         record = self._record(s, 200, None, usage, cost)
         s.route.stats.record(record.latency_ms, ok=True)
         if s.admission.hold_id is not None:
-            balance = await self.ledger.settle(
-                s.admission.hold_id, cost, record=record, idempotency_key=s.idem_key
-            )
+            balance = await self.ledger.settle(s.admission.hold_id, cost, record=record)
         else:
             await self.ledger.record(record)
             balance = await self.ledger.balance(s.admission.peer)
@@ -309,7 +307,7 @@ class Router:
             error = MeldError("the caller disconnected")
             error.status, error.type = 499, "client_disconnected"
         else:
-            log.exception("request %s failed", s.exchange.request_id)
+            log.error("request %s failed", s.exchange.request_id, exc_info=exc)
             error = UpstreamError("the node failed to handle the backend's answer")
         record = self._record(s, error.status, error.type, None, 0)
         if not s.resolved:
