@@ -108,7 +108,6 @@ async def _serve(config: Config) -> int:
         return 1
     stopped.cancel()
     await node.stop()
-    log.info("node %s stopped", config.node.id)
     return 0
 
 
