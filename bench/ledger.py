@@ -110,7 +110,7 @@ def baseline_pairs(directory: Path, pairs: int, per_commit: int = 64) -> float:
     for start in range(0, pairs, per_commit):
         conn.execute("BEGIN IMMEDIATE")
         for n in range(start, min(start + per_commit, pairs)):
-            hold_id = ops.place_hold(conn, "base", HOLD, f"req-{n}", now, 600.0)
+            hold_id = ops.place_hold(conn, "base", HOLD, f"req-{n}", now + 600, now)
             peer, _ = ops.resolve_hold(
                 conn, hold_id, COST, now=now, reason="unused hold"
             )

@@ -54,6 +54,7 @@ class Ledger:
         self._db = db
         self._clock = clock
         self._writer = GroupCommitWriter(db)
+        self._seen: dict[str, float] = {}
 
     @classmethod
     async def open(
@@ -105,6 +106,7 @@ class Ledger:
             hold_ttl_s=hold_ttl_s,
             gate=gate,
             idempotency=idempotency,
+            seen=self._seen,
         )
         # A caller that leaves while queued must not leave its hold behind.
         return await self._writer.run(op, orphaned=self._release_orphan)

@@ -20,7 +20,7 @@ from .errors import (
     Unauthorized,
     UnknownPeer,
 )
-from .ledger_schema import ISSUED, REQUEST_COLUMNS, REVENUE, request_params
+from .ledger_schema import ISSUED, REQUEST_COLUMNS, request_params
 from .ledger_writer import KeepWrites
 from .signing import CLOCK_SKEW_S, SignedRequest
 from .types import Admission, Balance, RequestRecord, Transfer
@@ -40,8 +40,8 @@ _BALANCES = """
            (SELECT balance FROM accounts WHERE id = ?)
 """
 _INSERT_TRANSFER = """
-    INSERT INTO transfers (kind, source, dest, amount, reason, actor, at, hold_id, peer)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    INSERT INTO transfers (kind, source, dest, amount, reason, actor, at, peer)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 
@@ -53,7 +53,6 @@ class Movement:
     reason: str
     actor: str
     at: float
-    hold_id: int | None = None
 
 
 def spendable(peer: str) -> str:
@@ -80,7 +79,7 @@ def move(
     try:
         cursor = conn.execute(
             _INSERT_TRANSFER,
-            (kind, source, dest, amount, m.reason, m.actor, m.at, m.hold_id, m.peer),
+            (kind, source, dest, amount, m.reason, m.actor, m.at, m.peer),
         )
     except sqlite3.IntegrityError as error:
         if "no_overdraft" in str(error):
@@ -88,9 +87,7 @@ def move(
         raise
     transfer_id = cursor.lastrowid
     assert transfer_id is not None
-    return Transfer(
-        transfer_id, kind, source, dest, amount, m.reason, m.actor, m.at, m.hold_id
-    )
+    return Transfer(transfer_id, kind, source, dest, amount, m.reason, m.actor, m.at)
 
 
 def balance(conn: sqlite3.Connection, peer: str) -> Balance:
@@ -119,8 +116,13 @@ def admit(
     hold_ttl_s: float,
     gate: Callable[[str], None] | None,
     idempotency: tuple[str, str] | None,
+    seen: dict[str, float],
 ) -> Admission:
-    """Verify, spend the nonce, then gate, claim the idempotency key and hold."""
+    """Verify, spend the nonce, then gate, claim the idempotency key and hold.
+
+    Args:
+        seen: when each peer's `last_seen` was last written, shared across calls.
+    """
     peer = signed.peer
     if abs(now - signed.timestamp) > CLOCK_SKEW_S:
         raise Unauthorized()
@@ -133,23 +135,28 @@ def admit(
     )
     if spent.rowcount != 1:
         raise Unauthorized()
-    conn.execute("UPDATE peers SET last_seen = ? WHERE id = ?", (now, peer))
+    # A busy peer would rewrite its row on every request; once a second is enough.
+    if now - seen.get(peer, 0.0) >= 1.0:
+        conn.execute("UPDATE peers SET last_seen = ? WHERE id = ?", (now, peer))
+        seen[peer] = now
 
-    conn.execute("SAVEPOINT refusable")
+    # From here a refusal keeps the spent nonce (KeepWrites), so each step either
+    # refuses before it writes or undoes its own writes.
+    replay = None
+    hold_id = None
     try:
         if gate is not None:
             gate(peer)
-        replay = (
-            None if idempotency is None else claim_key(conn, peer, *idempotency, now)
-        )
-        hold_id = None
+        if idempotency is not None:
+            replay = claim_key(conn, peer, *idempotency, now)
         if replay is None and hold > 0:
-            hold_id = place_hold(conn, peer, hold, request_id, now, hold_ttl_s)
-    except MeldError as error:
-        conn.execute("ROLLBACK TO refusable")
-        conn.execute("RELEASE refusable")
+            hold_id = place_hold(conn, peer, hold, request_id, now + hold_ttl_s, now)
+    except InsufficientCredits as error:
+        if idempotency is not None:
+            forget_key(conn, peer, idempotency[0])
         raise KeepWrites(error) from None
-    conn.execute("RELEASE refusable")
+    except MeldError as error:
+        raise KeepWrites(error) from None
 
     money = balance(conn, peer)
     held = hold if hold_id is not None else 0
@@ -161,26 +168,26 @@ def place_hold(
     peer: str,
     amount: int,
     request_id: str,
+    expires_at: float,
     now: float,
-    ttl_s: float,
 ) -> int:
-    """Open a hold and move its amount into the peer's escrow."""
-    cursor = conn.execute(
-        "INSERT INTO holds (peer, amount, request_id, created_at, expires_at)"
-        " VALUES (?, ?, ?, ?, ?)",
-        (peer, amount, request_id, now, now + ttl_s),
-    )
-    hold_id = cursor.lastrowid
-    assert hold_id is not None
-    m = Movement(peer, f"request {request_id}".strip(), peer, now, hold_id)
+    """Open a hold; its trigger moves the amount into the peer's escrow, or fails."""
     try:
-        move(conn, "hold", spendable(peer), escrow(peer), amount, m)
-    except InsufficientCredits:
+        cursor = conn.execute(
+            "INSERT INTO holds (peer, amount, request_id, created_at, expires_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (peer, amount, request_id, now, expires_at),
+        )
+    except sqlite3.IntegrityError as error:
+        if "no_overdraft" not in str(error):
+            raise
         available = balance(conn, peer).available
         raise InsufficientCredits(
             f"this request needs a hold of {amount} credit units;"
             f" {available} are available"
         ) from None
+    hold_id = cursor.lastrowid
+    assert hold_id is not None
     return hold_id
 
 
@@ -224,28 +231,22 @@ def resolve_hold(
     """Settle (charge given) or release a hold, exactly once.
 
     Returns the hold's peer and whether this call resolved it; a hold resolved
-    before is left as it is.
+    before is left as it is. The holds_resolve trigger writes the transfers.
     """
     state = "released" if charge is None else "settled"
     rows = conn.execute(
-        "UPDATE holds SET state = ?, resolved_at = ? WHERE id = ? AND state = 'open'"
-        " RETURNING peer, amount, request_id",
-        (state, now, hold_id),
+        "UPDATE holds SET state = ?, charged = MIN(?, amount), resolution = ?,"
+        " resolved_at = ? WHERE id = ? AND state = 'open' RETURNING peer",
+        (state, charge or 0, reason, now, hold_id),
     ).fetchall()
-    if not rows:
-        found = conn.execute("SELECT peer, state FROM holds WHERE id = ?", (hold_id,))
-        row = found.fetchone()
-        if row is None:
-            raise NotFound(f"no hold {hold_id}")
-        log.warning("hold %s is already %s; left as it is", hold_id, row[1])
-        return str(row[0]), False
-    peer, amount, request_id = rows[0]
-    charged = 0 if charge is None else min(charge, amount)
-    settled = Movement(peer, f"request {request_id}".strip(), NODE_ACTOR, now, hold_id)
-    move(conn, "settle", escrow(peer), REVENUE, charged, settled)
-    released = Movement(peer, reason, NODE_ACTOR, now, hold_id)
-    move(conn, "release", escrow(peer), spendable(peer), amount - charged, released)
-    return str(peer), True
+    if rows:
+        return str(rows[0][0]), True
+    found = conn.execute("SELECT peer, state FROM holds WHERE id = ?", (hold_id,))
+    row = found.fetchone()
+    if row is None:
+        raise NotFound(f"no hold {hold_id}")
+    log.warning("hold %s is already %s; left as it is", hold_id, row[1])
+    return str(row[0]), False
 
 
 def release_holds(
@@ -253,15 +254,22 @@ def release_holds(
 ) -> int:
     """Release every open hold, or only those past their expiry; returns how many."""
     cutoff = now if expired else float("inf")
-    found = conn.execute(
-        "SELECT id FROM holds WHERE state = 'open' AND expires_at <= ?", (cutoff,)
+    released = conn.execute(
+        "UPDATE holds SET state = 'released', charged = 0, resolution = ?,"
+        " resolved_at = ? WHERE state = 'open' AND expires_at <= ?",
+        (reason, now, cutoff),
+    ).rowcount
+    if released:
+        log.info("released %s open holds (%s)", released, reason)
+    return released
+
+
+def forget_key(conn: sqlite3.Connection, peer: str, key: str) -> None:
+    """Drop an idempotency key whose request did not finish, so a retry may run."""
+    conn.execute(
+        "DELETE FROM idempotency WHERE peer = ? AND key = ? AND state = 'pending'",
+        (peer, key),
     )
-    hold_ids = [row[0] for row in found.fetchall()]
-    for hold_id in hold_ids:
-        resolve_hold(conn, hold_id, None, now=now, reason=reason)
-    if hold_ids:
-        log.info("released %s open holds (%s)", len(hold_ids), reason)
-    return len(hold_ids)
 
 
 def log_request(
@@ -289,10 +297,7 @@ def log_request(
         if stored.rowcount != 1:
             log.warning("no pending idempotency key for peer %s; answer not kept", peer)
     if drop_key is not None:
-        conn.execute(
-            "DELETE FROM idempotency WHERE peer = ? AND key = ? AND state = 'pending'",
-            (peer, drop_key),
-        )
+        forget_key(conn, peer, drop_key)
 
 
 def adjust(

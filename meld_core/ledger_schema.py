@@ -63,9 +63,38 @@ CREATE TABLE IF NOT EXISTS holds (
     request_id TEXT NOT NULL,
     created_at REAL NOT NULL,
     expires_at REAL NOT NULL,
-    resolved_at REAL
+    resolved_at REAL,
+    charged INTEGER CHECK (charged BETWEEN 0 AND amount),
+    resolution TEXT,
+    CHECK ((state = 'open') = (charged IS NULL))
 );
 CREATE INDEX IF NOT EXISTS holds_open ON holds (expires_at) WHERE state = 'open';
+
+-- A hold's money moves with its row: placing it writes the hold transfer, and
+-- resolving it writes the settle and release transfers. A resolved hold cannot
+-- change again, so no caller, retry or second process can resolve it twice.
+CREATE TRIGGER IF NOT EXISTS holds_place AFTER INSERT ON holds BEGIN
+    INSERT INTO transfers (kind, source, dest, amount, reason, actor, at, hold_id, peer)
+    VALUES ('hold', 'peer:' || NEW.peer, 'held:' || NEW.peer, NEW.amount,
+            TRIM('request ' || NEW.request_id), NEW.peer, NEW.created_at, NEW.id,
+            NEW.peer);
+END;
+CREATE TRIGGER IF NOT EXISTS holds_resolve_once BEFORE UPDATE ON holds
+WHEN OLD.state <> 'open' BEGIN
+    SELECT RAISE(ABORT, 'hold already resolved');
+END;
+CREATE TRIGGER IF NOT EXISTS holds_resolve AFTER UPDATE OF state ON holds BEGIN
+    INSERT INTO transfers (kind, source, dest, amount, reason, actor, at, hold_id, peer)
+    SELECT 'settle', 'held:' || NEW.peer, 'node:revenue', NEW.charged,
+           TRIM('request ' || NEW.request_id), 'node', NEW.resolved_at, NEW.id,
+           NEW.peer
+    WHERE NEW.charged > 0;
+    INSERT INTO transfers (kind, source, dest, amount, reason, actor, at, hold_id, peer)
+    SELECT 'release', 'held:' || NEW.peer, 'peer:' || NEW.peer,
+           NEW.amount - NEW.charged, NEW.resolution, 'node', NEW.resolved_at, NEW.id,
+           NEW.peer
+    WHERE NEW.amount > NEW.charged;
+END;
 
 CREATE TABLE IF NOT EXISTS peers (
     id TEXT PRIMARY KEY,
