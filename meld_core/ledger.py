@@ -19,7 +19,7 @@ from typing import Any
 import aiosqlite
 
 from . import ledger_ops as ops
-from .errors import InvalidRequest, PeerError, UnknownPeer
+from .errors import InvalidRequest, PeerError, Unavailable, UnknownPeer
 from .ledger_schema import (
     PEER_COLUMNS,
     PEER_JOINS,
@@ -77,6 +77,12 @@ class Ledger:
         """Commit what is queued, stop the writer and close the file."""
         await self._writer.close()
         await self._db.close()
+
+    async def __aenter__(self) -> Ledger:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     async def admit(
         self,
@@ -397,16 +403,19 @@ class Ledger:
         hold_id = admission.hold_id
         if hold_id is None:
             return
-        log.info("caller left before hold %s was placed; releasing it", hold_id)
-        released = self._writer.submit(
-            partial(
-                ops.resolve_hold,
-                hold_id=hold_id,
-                charge=None,
-                now=self._clock(),
-                reason="caller disconnected",
-            )
+        op = partial(
+            ops.resolve_hold,
+            hold_id=hold_id,
+            charge=None,
+            now=self._clock(),
+            reason="caller disconnected",
         )
+        try:
+            released = self._writer.submit(op)
+        except Unavailable:
+            log.warning("hold %s stays open until the next start releases it", hold_id)
+            return
+        log.info("caller left before hold %s was placed; releasing it", hold_id)
         released.add_done_callback(_consume)
 
 

@@ -62,7 +62,11 @@ class _Queued:
             else:
                 self.future.set_exception(value)
         elif ok and self.orphaned is not None:
-            self.orphaned(value)
+            try:
+                self.orphaned(value)
+            except Exception:
+                # The writer must outlive any one caller's clean-up.
+                log.exception("clean-up after a departed caller failed")
 
 
 class GroupCommitWriter:
@@ -113,9 +117,10 @@ class GroupCommitWriter:
         await self._task
 
     async def _hop(self, fn: Callable[..., Any], *args: Any) -> Any:
-        # aiosqlite's public methods each cost one thread hop (~0.1 ms with the
-        # queue round trip); its private `_execute` runs a whole function in one
-        # hop instead. It has been the core of every public method for years.
+        # Every await on aiosqlite's public API is a hop to its thread and back,
+        # about 0.1 ms; a batch of a few hundred statements would pay that per
+        # statement. `_execute` is private, but every public method is built on
+        # it and it has kept its shape for years: it runs a whole batch in one hop.
         return await self._db._execute(fn, *args)  # type: ignore[no-untyped-call]
 
     async def _drain(self) -> None:
