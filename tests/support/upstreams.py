@@ -1,0 +1,621 @@
+"""Fake OpenAI and Ollama servers on 127.0.0.1 that speak the real wire formats.
+
+Each runs uvicorn on a thread of its own, so a hanging upstream never blocks the
+test's event loop. Behaviour is picked per request by the model name
+(`fake-429`, `fake-drop`, ...) or for every request by `mode`:
+
+    with FakeOpenAI(api_key="sk-test") as up:
+        config = BackendConfig(name="up", kind="openai", models=("m",), base_url=up.url)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Self
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+MODES = (
+    "ok",  # a normal answer
+    "slow",  # a normal answer after `delay_s`
+    "nousage",  # a normal answer without any usage
+    "hang",  # never answers, not even headers
+    "drop",  # closes the socket mid-response
+    "malformed",  # 200 with a body that is not JSON (or a stream event that is not)
+    "truncated",  # a stream that ends cleanly without `data: [DONE]`; half a body
+    "keepalive-hang",  # only `: keep-alive` comments and blank lines, forever
+    "stall",  # stream: the role chunk and one token, then only keep-alives
+    "error-event",  # stream: one token, then an error object as an event
+    "401",
+    "402",
+    "429",
+    "500",
+)
+START_TIMEOUT_S = 10.0
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the fake upstream saw it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    client_port: int
+
+
+class _Drop(Exception):
+    """Raised inside a response so uvicorn closes the socket mid-response."""
+
+
+class _QuietDrops(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], _Drop))
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
+
+
+class FakeUpstream:
+    """An ASGI app served by uvicorn on 127.0.0.1, on its own thread and loop."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.disconnects = 0
+        self._changed = threading.Condition()
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self.port = 0
+
+    def app(self) -> Starlette:
+        raise NotImplementedError
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def count(self) -> int:
+        return len(self.requests)
+
+    @property
+    def last(self) -> Received:
+        return self.requests[-1]
+
+    def reset(self) -> None:
+        """Forget the requests and disconnects seen so far (for a shared server)."""
+        with self._changed:
+            self.requests.clear()
+            self.disconnects = 0
+
+    def start(self) -> Self:
+        """Serve on a free port; returns once the server accepts connections."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # Without it each small response write waits out the client's delayed ACK.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app(),
+            log_config=None,
+            lifespan="off",
+            ws="none",
+            timeout_graceful_shutdown=2,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._run, args=(sock,), daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError(f"{type(self).__name__} did not start")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        """Release every hanging response, then shut the server down."""
+        if self._server is None or self._thread is None:
+            return
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        self._server.should_exit = True
+        self._thread.join(START_TIMEOUT_S)
+        self._server = self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.stop)
+
+    def wait_for(
+        self, *, requests: int = 0, disconnects: int = 0, timeout: float = 5.0
+    ) -> None:
+        """Block until the counts are reached; AssertionError after `timeout`."""
+        with self._changed:
+            reached = self._changed.wait_for(
+                lambda: self.count >= requests and self.disconnects >= disconnects,
+                timeout,
+            )
+        if not reached:
+            raise AssertionError(
+                f"wanted {requests} requests and {disconnects} disconnects, "
+                f"saw {self.count} and {self.disconnects}"
+            )
+
+    async def await_for(self, **counts: Any) -> None:
+        """`wait_for` without blocking the calling event loop."""
+        await asyncio.to_thread(lambda: self.wait_for(**counts))
+
+    def _run(self, sock: socket.socket) -> None:
+        asyncio.run(self._serve(sock))
+
+    async def _serve(self, sock: socket.socket) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        assert self._server is not None
+        await self._server.serve(sockets=[sock])
+
+    async def _record(self, request: Request) -> Any:
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        port = request.client.port if request.client else 0
+        headers = dict(request.headers)
+        received = Received(request.method, request.url.path, headers, body, port)
+        with self._changed:
+            self.requests.append(received)
+            self._changed.notify_all()
+        return body
+
+    def _record_disconnect(self) -> None:
+        with self._changed:
+            self.disconnects += 1
+            self._changed.notify_all()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep as a slow upstream would, cut short when the server stops."""
+        assert self._stopping is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+class _Wire(Response):
+    """A response written piece by piece that notices the client going away."""
+
+    def __init__(
+        self,
+        fake: FakeUpstream,
+        pieces: AsyncIterator[bytes],
+        *,
+        status: int | None = 200,
+        media_type: str = "text/event-stream",
+        content_length: int | None = None,
+    ) -> None:
+        self.fake = fake
+        self.pieces = pieces
+        self.wire_status = status
+        self.wire_headers = [(b"content-type", media_type.encode())]
+        if content_length is not None:
+            self.wire_headers.append((b"content-length", str(content_length).encode()))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        finished = False
+
+        async def write() -> None:
+            nonlocal finished
+            if self.wire_status is not None:
+                start = {"status": self.wire_status, "headers": self.wire_headers}
+                await send({"type": "http.response.start", **start})
+            async for piece in self.pieces:
+                await send(
+                    {"type": "http.response.body", "body": piece, "more_body": True}
+                )
+            finished = True
+            await send({"type": "http.response.body", "body": b""})
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not finished:
+                self.fake._record_disconnect()
+
+        assert self.fake._stopping is not None
+        tasks = [
+            asyncio.ensure_future(write()),
+            asyncio.ensure_future(watch()),
+            asyncio.ensure_future(self.fake._stopping.wait()),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+        if tasks[0] in done:
+            tasks[0].result()
+        elif not finished:
+            raise _Drop()
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+class FakeOpenAI(FakeUpstream):
+    """OpenAI's `/v1/chat/completions` and `/v1/models`; `url` ends in `/v1`."""
+
+    fingerprint = "fp_fake0penai"
+    errors = {
+        "401": (401, "invalid_request_error", "invalid_api_key"),
+        "402": (402, "unknown_error", "invalid_request_error"),
+        "429": (429, "requests", "rate_limit_exceeded"),
+        "500": (500, "server_error", None),
+    }
+    messages = {
+        "401": "Incorrect API key provided: {key}.",
+        "402": "Insufficient Balance",
+        "429": "Rate limit reached for requests. Please try again later.",
+        "500": "The server had an error while processing your request. Sorry!",
+    }
+
+    def __init__(
+        self,
+        *,
+        mode: str = "ok",
+        api_key: str | None = None,
+        delay_s: float = 1.0,
+        keepalive_interval_s: float = 0.05,
+        retry_after: str | None = "7",
+        reply: str = "Hello from the fake upstream, one word at a time.",
+        models: tuple[str, ...] = ("gpt-4o-mini", "deepseek-chat"),
+    ) -> None:
+        super().__init__()
+        self.mode = mode
+        self.api_key = api_key
+        self.delay_s = delay_s
+        self.keepalive_interval_s = keepalive_interval_s
+        self.retry_after = retry_after
+        self.reply = reply
+        self.models = models
+
+    @property
+    def url(self) -> str:
+        return f"{self.root}/v1"
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+            ]
+        )
+
+    def mode_for(self, model: Any) -> str:
+        """The behaviour for a request naming `model`."""
+        if isinstance(model, str) and model.startswith("fake-") and model[5:] in MODES:
+            return model[5:]
+        return self.mode
+
+    def prompt_tokens(self, body: dict[str, Any]) -> int:
+        """The usage this fake reports for a request's input; unlike a char count."""
+        messages = body.get("messages") or []
+        return 3 + sum(len(_words(str(m.get("content", "")))) for m in messages)
+
+    def answer(self, body: dict[str, Any]) -> tuple[list[str], str]:
+        """The reply's tokens, capped by `max_tokens`, and the finish reason."""
+        words = _words(self.reply)
+        tokens = [w if i == 0 else f" {w}" for i, w in enumerate(words)]
+        cap = body.get("max_tokens") or body.get("max_completion_tokens")
+        if isinstance(cap, int) and cap < len(tokens):
+            return tokens[:cap], "length"
+        return tokens, "stop"
+
+    async def _models(self, request: Request) -> Response:
+        await self._record(request)
+        if denied := self._check_key(request):
+            return denied
+        data = [
+            {"id": m, "object": "model", "created": 1700000000, "owned_by": "system"}
+            for m in self.models
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def _chat(self, request: Request) -> Response:
+        body = await self._record(request)
+        if not isinstance(body, dict):
+            return self._error(
+                "400", "We could not parse the JSON body of your request."
+            )
+        mode = self.mode_for(body.get("model"))
+        if denied := self._check_key(request) or self._check_model(body):
+            return denied
+        if mode in self.errors:
+            return self._error(mode, self.messages[mode].format(key=self.api_key))
+        if mode == "hang":
+            return _Wire(self, _forever(), status=None)
+        if mode == "slow":
+            await self._pause(self.delay_s)
+        if body.get("stream"):
+            return _Wire(self, self._stream_pieces(body, mode))
+        return self._complete(body, mode)
+
+    def _check_key(self, request: Request) -> Response | None:
+        sent = request.headers.get("authorization", "")
+        if self.api_key is None or sent == f"Bearer {self.api_key}":
+            return None
+        # Echo the whole key sent, the worst an upstream can do, so tests can
+        # prove the backend scrubs it.
+        key = sent.removeprefix("Bearer ")
+        return self._error("401", self.messages["401"].format(key=key))
+
+    def _check_model(self, body: dict[str, Any]) -> Response | None:
+        return None
+
+    def _error(self, code: str, message: str) -> Response:
+        status, kind, err_code = self.errors.get(
+            code, (int(code), "invalid_request_error", None)
+        )
+        error = {"message": message, "type": kind, "param": None, "code": err_code}
+        headers = (
+            {"retry-after": self.retry_after}
+            if status == 429 and self.retry_after
+            else {}
+        )
+        return JSONResponse({"error": error}, status_code=status, headers=headers)
+
+    def completion(
+        self, body: dict[str, Any], tokens: list[str], finish: str
+    ) -> dict[str, Any]:
+        """An OpenAI `chat.completion` object."""
+        message = {"role": "assistant", "content": "".join(tokens), "refusal": None}
+        choice = {
+            "index": 0,
+            "message": message,
+            "logprobs": None,
+            "finish_reason": finish,
+        }
+        return {
+            "id": "chatcmpl-fake0001",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [choice],
+            "usage": self.usage(body, tokens),
+            "system_fingerprint": self.fingerprint,
+        }
+
+    def usage(self, body: dict[str, Any], tokens: list[str]) -> dict[str, Any]:
+        prompt = self.prompt_tokens(body)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": len(tokens),
+            "total_tokens": prompt + len(tokens),
+        }
+
+    def chunk(
+        self, body: dict[str, Any], delta: dict[str, Any], finish: str | None
+    ) -> dict[str, Any]:
+        """An OpenAI `chat.completion.chunk` object with one choice."""
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        chunk = {
+            "id": "chatcmpl-fake0001",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "system_fingerprint": self.fingerprint,
+            "choices": [choice],
+        }
+        if _include_usage(body):
+            chunk["usage"] = None
+        return chunk
+
+    def role_delta(self, token: str) -> dict[str, Any]:
+        return {"role": "assistant", "content": token, "refusal": None}
+
+    def token_delta(self, token: str) -> dict[str, Any]:
+        return {"content": token}
+
+    def _complete(self, body: dict[str, Any], mode: str) -> Response:
+        tokens, finish = self.answer(body)
+        completion = self.completion(body, tokens, finish)
+        if mode == "nousage":
+            del completion["usage"]
+        raw = json.dumps(completion).encode()
+        if mode in ("malformed", "truncated"):
+            return Response(raw[: len(raw) // 2], media_type="application/json")
+        if mode in ("keepalive-hang", "stall"):
+            # DeepSeek keeps a slow non-streaming answer alive with blank lines.
+            return _Wire(self, self._blank_lines(), media_type="application/json")
+        if mode == "drop":
+            return _Wire(
+                self,
+                _then_drop([raw[: len(raw) // 2]]),
+                media_type="application/json",
+                content_length=len(raw),
+            )
+        return Response(raw, media_type="application/json")
+
+    async def _stream_pieces(
+        self, body: dict[str, Any], mode: str
+    ) -> AsyncIterator[bytes]:
+        if mode == "keepalive-hang":
+            async for piece in self._keepalive():
+                yield piece
+        tokens, finish = self.answer(body)
+        yield _event(self.chunk(body, self.role_delta(""), None))
+        for index, token in enumerate(tokens):
+            yield _event(self.chunk(body, self.token_delta(token), None))
+            if index == 0 and mode == "stall":
+                async for piece in self._keepalive():
+                    yield piece
+            if index == 0 and mode == "error-event":
+                error = {
+                    "message": "The model crashed mid-answer.",
+                    "type": "server_error",
+                }
+                yield _event({"error": error})
+                return
+            if index == 1 and mode == "malformed":
+                yield b"data: {this is not json\n\n"
+            if index == 1 and mode == "drop":
+                raise _Drop()
+        yield _event(self.chunk(body, {}, finish))
+        if _include_usage(body) and mode != "nousage":
+            final = self.chunk(body, {}, None) | {"choices": [], "usage": None}
+            final["usage"] = self.usage(body, tokens)
+            yield _event(final)
+        if mode != "truncated":
+            yield b"data: [DONE]\n\n"
+
+    async def _blank_lines(self) -> AsyncIterator[bytes]:
+        while True:
+            yield b"\n"
+            await asyncio.sleep(self.keepalive_interval_s)
+
+    async def _keepalive(self) -> AsyncIterator[bytes]:
+        while True:
+            yield b": keep-alive\n\n"
+            await asyncio.sleep(self.keepalive_interval_s)
+            yield b"\n"
+            await asyncio.sleep(self.keepalive_interval_s)
+
+
+class FakeOllama(FakeOpenAI):
+    """Ollama's `/api/tags` and OpenAI-compatible `/v1/...`; `url` is the server root.
+
+    Ollama's `/v1` layer wraps errors in OpenAI's shape (`not_found_error` for a
+    missing model); `native_errors=True` answers `{"error": "..."}` as its own API.
+    """
+
+    fingerprint = "fp_ollama"
+    errors = {
+        "401": (401, "api_error", None),
+        "402": (402, "api_error", None),
+        "429": (429, "api_error", None),
+        "500": (500, "api_error", None),
+        "404": (404, "not_found_error", None),
+    }
+    messages = FakeOpenAI.messages | {
+        "500": "llama runner process has terminated: exit status 2",
+    }
+
+    def __init__(
+        self,
+        *,
+        models: tuple[str, ...] = ("llama3.2:3b",),
+        native_errors: bool = False,
+        **options: Any,
+    ) -> None:
+        super().__init__(models=models, **options)
+        self.native_errors = native_errors
+
+    @property
+    def url(self) -> str:
+        return self.root
+
+    def app(self) -> Starlette:
+        app = super().app()
+        app.router.routes.append(Route("/api/tags", self._tags, methods=["GET"]))
+        return app
+
+    def _check_model(self, body: dict[str, Any]) -> Response | None:
+        model = body.get("model")
+        if model in self.models or str(model).startswith("fake-"):
+            return None
+        return self._error("404", f'model "{model}" not found, try pulling it first')
+
+    def _error(self, code: str, message: str) -> Response:
+        if not self.native_errors:
+            return super()._error(code, message)
+        status = self.errors.get(code, (int(code), "", None))[0]
+        return JSONResponse({"error": message}, status_code=status)
+
+    async def _tags(self, request: Request) -> Response:
+        await self._record(request)
+        models = [
+            {
+                "name": m,
+                "model": m,
+                "modified_at": "2025-01-15T10:00:00.000000000Z",
+                "size": 2019393189,
+                "digest": "a80c4f17acd5" + "0" * 52,
+                "details": {
+                    "format": "gguf",
+                    "family": "llama",
+                    "parameter_size": "3.2B",
+                },
+            }
+            for m in self.models
+        ]
+        return JSONResponse({"models": models})
+
+    def completion(
+        self, body: dict[str, Any], tokens: list[str], finish: str
+    ) -> dict[str, Any]:
+        completion = super().completion(body, tokens, finish)
+        completion["choices"][0]["message"] = {
+            "role": "assistant",
+            "content": "".join(tokens),
+        }
+        del completion["choices"][0]["logprobs"]
+        return completion
+
+    def chunk(
+        self, body: dict[str, Any], delta: dict[str, Any], finish: str | None
+    ) -> dict[str, Any]:
+        chunk = super().chunk(body, delta, finish)
+        chunk.pop("usage", None)
+        del chunk["choices"][0]["logprobs"]
+        return chunk
+
+    def role_delta(self, token: str) -> dict[str, Any]:
+        return {"role": "assistant", "content": token}
+
+    def token_delta(self, token: str) -> dict[str, Any]:
+        # Ollama repeats the role in every delta.
+        return {"role": "assistant", "content": token}
+
+
+def _event(data: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+async def _forever() -> AsyncIterator[bytes]:
+    await asyncio.Event().wait()
+    yield b""
+
+
+async def _then_drop(pieces: list[bytes]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
+    raise _Drop()
