@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # A hold outlives its request's worst case by this much before the sweeper frees it.
 HOLD_GRACE_S = 60.0
+# A stream has no upper bound on its length; its hold is swept only after this long.
+STREAM_HOLD_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,11 +202,12 @@ class Router:
             route.check_admission()
 
         ttl = route.config.queue_timeout_s + route.config.request_timeout_s
+        ttl += STREAM_HOLD_S if call.stream else HOLD_GRACE_S
         return await self.ledger.admit(
             signed,
             hold=hold,
             request_id=rid,
-            hold_ttl_s=ttl + HOLD_GRACE_S,
+            hold_ttl_s=ttl,
             gate=gate,
             idempotency=idempotency,
         )
