@@ -221,6 +221,23 @@ class Node:
         return secret
 
     def _finished(self, record: RequestRecord) -> None:
+        # Successes are counted, not logged one by one: at a thousand a second
+        # a line each would cost more than the request.
+        level = logging.DEBUG if record.status == 200 else logging.INFO
+        log.log(
+            level,
+            "request %s peer=%s backend=%s model=%s status=%s error=%s"
+            " queued_ms=%.0f latency_ms=%.0f credits=%s",
+            record.request_id,
+            record.peer,
+            record.backend or "-",
+            record.model or "-",
+            record.status,
+            record.error_type or "-",
+            record.queued_ms,
+            record.latency_ms,
+            record.credits,
+        )
         self._recent.appendleft(record)
         self._finished_at.append(self.clock())
         self._outcomes.append(record.status == 200)
