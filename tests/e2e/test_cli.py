@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import os
 import signal
@@ -40,17 +42,17 @@ class Home:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MELD_")}
-        return {**env, "MELD_HOME": str(self.root), "PYTHONUNBUFFERED": "1"}
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MELD")}
+        return {**env, "MELD_HOME": str(self.root), "PYTHONUNBUFFERED": "1", **extra}
 
     def cli(
-        self, *args: str, expect: int | None = 0
+        self, *args: str, expect: int | None = 0, **env: str
     ) -> subprocess.CompletedProcess[str]:
         """Run `meld-console ARGS --config FILE` and check its exit status."""
         done = subprocess.run(
             [*CLI, *args, "--config", str(self.config)],
-            env=self.env(),
+            env=self.env(**env),
             capture_output=True,
             text=True,
             timeout=DEADLINE_S,
@@ -61,7 +63,12 @@ class Home:
         return done
 
     def json(self, *args: str) -> Any:
-        return json.loads(self.cli(*args, "--json").stdout)
+        """The `--json` output of a command, run in-process to save a start-up."""
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exited:
+            main([*args, "--json", "--config", str(self.config)])
+        assert exited.value.code == 0
+        return json.loads(out.getvalue())
 
 
 def free_port() -> int:
@@ -74,6 +81,12 @@ def write_config(root: Path, port: int) -> Path:
     config = root / "config.toml"
     config.write_text(
         f"""
+[[remotes]]
+id = "loop"
+url = "http://127.0.0.1:{port}"
+peer_id = "agent-1"
+secret_env = "MELD_LOOP_SECRET"
+
 [node]
 id = "meld-t"
 listen = "127.0.0.1:{port}"
@@ -143,7 +156,9 @@ def test_peers_add_prints_the_secret_once_and_list_never_shows_it(home: Home) ->
 
 
 def test_peers_add_json_is_exactly_id_secret_and_balance(home: Home) -> None:
-    added = home.json("peers", "add", "agent-1", "--credits", "40")
+    added = json.loads(
+        home.cli("peers", "add", "agent-1", "--credits", "40", "--json").stdout
+    )
 
     assert set(added) == {"id", "secret", "balance"}
     assert added["id"] == "agent-1" and added["balance"] == 40
@@ -444,3 +459,69 @@ def test_stress_against_self_prints_a_row_per_level_and_writes_reports(
     assert [level["ok"] for level in body["levels"]] == [3, 3]
     assert "| 3 | 3 | 3 | 0 |" in report.read_text()
     assert stop(served)[0] == 0
+
+
+@pytest.mark.parametrize("target", ["url", "remote"])
+def test_stress_signs_as_the_peer_named_for_a_url_or_a_remote(
+    home: Home, agent: str, served: subprocess.Popen[str], target: str
+) -> None:
+    if target == "url":
+        args, env = [home.url], {"MELD_PEER": "agent-1", "MELD_SECRET": agent}
+    else:
+        args, env = ["loop"], {"MELD_LOOP_SECRET": agent}
+
+    done = home.cli(
+        "stress", "--target", *args, "--model", "sim-small", "--levels", "2", **env
+    )
+
+    assert "as agent-1, model sim-small" in done.stdout
+    assert home.json("peers", "list")[0]["requests_1h"] == 2
+    assert agent not in done.stdout + done.stderr
+    assert stop(served)[0] == 0
+
+
+def test_the_command_line_never_imports_the_screen(home: Home, agent: str) -> None:
+    code = (
+        "import sys\n"
+        "from meld_console.cli import main\n"
+        "try:\n"
+        f"    main(['peers', 'list', '--config', {str(home.config)!r}])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "import meld_console.commands.serve, meld_console.commands.stress\n"
+        "roots = {m.split('.')[0] for m in sys.modules}\n"
+        "print(sorted(roots & {'textual', 'rich'}))\n"
+    )
+
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=home.env(), capture_output=True, text=True,
+        timeout=DEADLINE_S, check=True,
+    )  # fmt: skip
+
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_no_command_runs_the_console_with_the_config_and_read_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import meld_console.app
+
+    calls: list[tuple[Any, bool]] = []
+
+    def fake_console(config: Any, *, read_only: bool) -> int:
+        calls.append((config, read_only))
+        return 0
+
+    monkeypatch.setattr(meld_console.app, "run_console", fake_console)
+    monkeypatch.setattr("meld_core.defaults.probe_ollama", lambda *a, **k: [])
+    monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
+    path = tmp_path / "fresh" / "config.toml"
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--config", str(path), "--read-only"])
+
+    assert exited.value.code == 0
+    [(config, read_only)] = calls
+    assert read_only is True
+    assert config.path == path and path.exists()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
