@@ -61,6 +61,11 @@ async def answer(backend: OpenAIBackend, request: ChatRequest) -> list[Chunk | U
     return [item async for item in backend.stream(request)]
 
 
+def chunk_data(items: list[Chunk | Usage]) -> list[dict[str, Any]]:
+    """The chunk objects among a stream's items."""
+    return [item.data for item in items if isinstance(item, Chunk)]
+
+
 @pytest.fixture(params=["aiohttp", "httpx"])
 def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("MELD_HTTP_TRANSPORT", request.param)
@@ -144,12 +149,12 @@ async def test_stream_yields_chunks_then_the_upstreams_usage_last(
     items = await answer(backend, chat(stream=True))
 
     assert upstream.last.body["stream_options"] == {"include_usage": True}
-    chunks, usage = items[:-1], items[-1]
-    assert all(isinstance(c, Chunk) for c in chunks)
-    assert all(c.data["object"] == "chat.completion.chunk" for c in chunks)  # type: ignore[union-attr]
-    assert chunks[0].data["choices"][0]["delta"]["role"] == "assistant"  # type: ignore[union-attr]
-    assert chunks[-1].data["choices"][0]["finish_reason"] == "stop"  # type: ignore[union-attr]
-    text = "".join(c.data["choices"][0]["delta"].get("content", "") for c in chunks)  # type: ignore[union-attr]
+    chunks, usage = chunk_data(items[:-1]), items[-1]
+    assert len(chunks) == len(items) - 1
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
     assert usage == Usage(upstream.prompt_tokens(upstream.last.body), len(text.split()))
 
 
@@ -161,10 +166,11 @@ async def test_stream_forwards_the_usage_chunk_only_when_the_caller_asked(
         backend, chat(stream=True, stream_options={"include_usage": True})
     )
 
-    assert not any(isinstance(i, Chunk) and not i.data["choices"] for i in plain)
-    usage_chunk = asked[-2]
-    assert isinstance(usage_chunk, Chunk) and usage_chunk.data["choices"] == []
-    assert usage_chunk.data["usage"]["completion_tokens"] == asked[-1].output_tokens  # type: ignore[union-attr]
+    assert all(c["choices"] for c in chunk_data(plain))
+    usage_chunk, usage = chunk_data(asked)[-1], asked[-1]
+    assert usage_chunk["choices"] == []
+    assert isinstance(usage, Usage)
+    assert usage_chunk["usage"]["completion_tokens"] == usage.output_tokens
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -275,10 +281,8 @@ async def test_a_stream_that_stalls_after_a_token_times_out(
             async for item in backend.stream(chat("fake-stall", stream=True)):
                 received.append(item)
 
-    assert [c.data["choices"][0]["delta"].get("content") for c in received] == [  # type: ignore[union-attr]
-        "",
-        "Hello",
-    ]
+    deltas = [c["choices"][0]["delta"] for c in chunk_data(received)]
+    assert [d.get("content") for d in deltas] == ["", "Hello"]
 
 
 async def test_a_slow_answer_inside_the_timeout_succeeds(

@@ -11,22 +11,26 @@ test's event loop. Behaviour is picked per request by the model name
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import logging
-import socket
-import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+
+from .fake_server import (
+    DropConnection,
+    FakeUpstream,
+    Received,
+    WireResponse,
+    forever,
+    then_drop,
+)
+
+__all__ = ["MODES", "FakeOllama", "FakeOpenAI", "FakeUpstream", "Received"]
 
 MODES = (
     "ok",  # a normal answer
@@ -44,222 +48,6 @@ MODES = (
     "429",
     "500",
 )
-START_TIMEOUT_S = 10.0
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Received:
-    """One request as the fake upstream saw it."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-    client_port: int
-
-
-class _Drop(Exception):
-    """Raised inside a response so uvicorn closes the socket mid-response."""
-
-
-class _QuietDrops(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], _Drop))
-
-
-logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
-
-
-class FakeUpstream:
-    """An ASGI app served by uvicorn on 127.0.0.1, on its own thread and loop."""
-
-    def __init__(self) -> None:
-        self.requests: list[Received] = []
-        self.disconnects = 0
-        self._changed = threading.Condition()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self.port = 0
-
-    def app(self) -> Starlette:
-        raise NotImplementedError
-
-    @property
-    def root(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def count(self) -> int:
-        return len(self.requests)
-
-    @property
-    def last(self) -> Received:
-        return self.requests[-1]
-
-    def reset(self) -> None:
-        """Forget the requests and disconnects seen so far (for a shared server)."""
-        with self._changed:
-            self.requests.clear()
-            self.disconnects = 0
-
-    def start(self) -> Self:
-        """Serve on a free port; returns once the server accepts connections."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        # Without it each small response write waits out the client's delayed ACK.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app(),
-            log_config=None,
-            lifespan="off",
-            ws="none",
-            timeout_graceful_shutdown=2,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, args=(sock,), daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError(f"{type(self).__name__} did not start")
-            time.sleep(0.005)
-        return self
-
-    def stop(self) -> None:
-        """Release every hanging response, then shut the server down."""
-        if self._server is None or self._thread is None:
-            return
-        if self._loop is not None and self._stopping is not None:
-            self._loop.call_soon_threadsafe(self._stopping.set)
-        self._server.should_exit = True
-        self._thread.join(START_TIMEOUT_S)
-        self._server = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(self, *exc: object) -> None:
-        await asyncio.to_thread(self.stop)
-
-    def wait_for(
-        self, *, requests: int = 0, disconnects: int = 0, timeout: float = 5.0
-    ) -> None:
-        """Block until the counts are reached; AssertionError after `timeout`."""
-        with self._changed:
-            reached = self._changed.wait_for(
-                lambda: self.count >= requests and self.disconnects >= disconnects,
-                timeout,
-            )
-        if not reached:
-            raise AssertionError(
-                f"wanted {requests} requests and {disconnects} disconnects, "
-                f"saw {self.count} and {self.disconnects}"
-            )
-
-    async def await_for(self, **counts: Any) -> None:
-        """`wait_for` without blocking the calling event loop."""
-        await asyncio.to_thread(lambda: self.wait_for(**counts))
-
-    def _run(self, sock: socket.socket) -> None:
-        asyncio.run(self._serve(sock))
-
-    async def _serve(self, sock: socket.socket) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        assert self._server is not None
-        await self._server.serve(sockets=[sock])
-
-    async def _record(self, request: Request) -> Any:
-        raw = await request.body()
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode("utf-8", "replace")
-        port = request.client.port if request.client else 0
-        headers = dict(request.headers)
-        received = Received(request.method, request.url.path, headers, body, port)
-        with self._changed:
-            self.requests.append(received)
-            self._changed.notify_all()
-        return body
-
-    def _record_disconnect(self) -> None:
-        with self._changed:
-            self.disconnects += 1
-            self._changed.notify_all()
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep as a slow upstream would, cut short when the server stops."""
-        assert self._stopping is not None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-
-
-class _Wire(Response):
-    """A response written piece by piece that notices the client going away."""
-
-    def __init__(
-        self,
-        fake: FakeUpstream,
-        pieces: AsyncIterator[bytes],
-        *,
-        status: int | None = 200,
-        media_type: str = "text/event-stream",
-        content_length: int | None = None,
-    ) -> None:
-        self.fake = fake
-        self.pieces = pieces
-        self.wire_status = status
-        self.wire_headers = [(b"content-type", media_type.encode())]
-        if content_length is not None:
-            self.wire_headers.append((b"content-length", str(content_length).encode()))
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        finished = False
-
-        async def write() -> None:
-            nonlocal finished
-            if self.wire_status is not None:
-                start = {"status": self.wire_status, "headers": self.wire_headers}
-                await send({"type": "http.response.start", **start})
-            async for piece in self.pieces:
-                await send(
-                    {"type": "http.response.body", "body": piece, "more_body": True}
-                )
-            finished = True
-            await send({"type": "http.response.body", "body": b""})
-
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            if not finished:
-                self.fake._record_disconnect()
-
-        assert self.fake._stopping is not None
-        tasks = [
-            asyncio.ensure_future(write()),
-            asyncio.ensure_future(watch()),
-            asyncio.ensure_future(self.fake._stopping.wait()),
-        ]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-        if tasks[0] in done:
-            tasks[0].result()
-        elif not finished:
-            raise _Drop()
 
 
 def _words(text: str) -> list[str]:
@@ -336,7 +124,7 @@ class FakeOpenAI(FakeUpstream):
         return tokens, "stop"
 
     async def _models(self, request: Request) -> Response:
-        await self._record(request)
+        await self.record(request)
         if denied := self._check_key(request):
             return denied
         data = [
@@ -346,7 +134,7 @@ class FakeOpenAI(FakeUpstream):
         return JSONResponse({"object": "list", "data": data})
 
     async def _chat(self, request: Request) -> Response:
-        body = await self._record(request)
+        body = await self.record(request)
         if not isinstance(body, dict):
             return self._error(
                 "400", "We could not parse the JSON body of your request."
@@ -357,11 +145,11 @@ class FakeOpenAI(FakeUpstream):
         if mode in self.errors:
             return self._error(mode, self.messages[mode].format(key=self.api_key))
         if mode == "hang":
-            return _Wire(self, _forever(), status=None)
+            return WireResponse(self, forever(), status=None)
         if mode == "slow":
-            await self._pause(self.delay_s)
+            await self.pause(self.delay_s)
         if body.get("stream"):
-            return _Wire(self, self._stream_pieces(body, mode))
+            return WireResponse(self, self._stream_pieces(body, mode))
         return self._complete(body, mode)
 
     def _check_key(self, request: Request) -> Response | None:
@@ -450,11 +238,13 @@ class FakeOpenAI(FakeUpstream):
             return Response(raw[: len(raw) // 2], media_type="application/json")
         if mode in ("keepalive-hang", "stall"):
             # DeepSeek keeps a slow non-streaming answer alive with blank lines.
-            return _Wire(self, self._blank_lines(), media_type="application/json")
+            return WireResponse(
+                self, self._blank_lines(), media_type="application/json"
+            )
         if mode == "drop":
-            return _Wire(
+            return WireResponse(
                 self,
-                _then_drop([raw[: len(raw) // 2]]),
+                then_drop([raw[: len(raw) // 2]]),
                 media_type="application/json",
                 content_length=len(raw),
             )
@@ -483,7 +273,7 @@ class FakeOpenAI(FakeUpstream):
             if index == 1 and mode == "malformed":
                 yield b"data: {this is not json\n\n"
             if index == 1 and mode == "drop":
-                raise _Drop()
+                raise DropConnection()
         yield _event(self.chunk(body, {}, finish))
         if _include_usage(body) and mode != "nousage":
             final = self.chunk(body, {}, None) | {"choices": [], "usage": None}
@@ -556,7 +346,7 @@ class FakeOllama(FakeOpenAI):
         return JSONResponse({"error": message}, status_code=status)
 
     async def _tags(self, request: Request) -> Response:
-        await self._record(request)
+        await self.record(request)
         models = [
             {
                 "name": m,
@@ -608,14 +398,3 @@ def _event(data: dict[str, Any]) -> bytes:
 def _include_usage(body: dict[str, Any]) -> bool:
     options = body.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
-
-
-async def _forever() -> AsyncIterator[bytes]:
-    await asyncio.Event().wait()
-    yield b""
-
-
-async def _then_drop(pieces: list[bytes]) -> AsyncIterator[bytes]:
-    for piece in pieces:
-        yield piece
-    raise _Drop()
