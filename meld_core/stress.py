@@ -161,7 +161,7 @@ async def probe(
         async with httpx.AsyncClient(transport=transport, timeout=timeout_s) as client:
             response = await client.get(url.rstrip("/") + "/v1/health")
     except httpx.HTTPError as exc:
-        raise Unavailable(f"{url} does not answer: {_failure(exc)}") from None
+        raise Unavailable(f"{url} does not answer ({_failure(exc)})") from None
     if response.status_code != 200:
         raise Unavailable(
             f"{url} answered its health check with {response.status_code}"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from meld_core.config import Config
+from meld_core.errors import Unavailable
 from meld_core.signing import SECRET_PATTERN, is_valid_id
 from meld_core.stress import (
     StressResult,
@@ -98,7 +99,15 @@ def stress_command(args: argparse.Namespace) -> int:
     target = resolve_target(args.target, config)
     model = args.model or _default_model(args.target, config)
 
-    run(probe(target.url))
+    try:
+        run(probe(target.url))
+    except Unavailable as exc:
+        hint = (
+            "; is the node running ('meld-console serve')?"
+            if args.target == "self"
+            else ""
+        )
+        fail(exc.message + hint)
     print(f"stress run against {target.url} as {target.peer}, model {model}")
     print(_row([name for name, _ in COLUMNS]) + "  statuses")
     results = run(
