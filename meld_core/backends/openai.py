@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 3.0
 # Enough of an error body to name the problem, not enough to flood a log line.
 DETAIL_CHARS = 300
-DRAIN_S = 0.5
+DRAIN_S = 0.1
 
 
 class OpenAIBackend(Backend):
@@ -110,9 +110,10 @@ class OpenAIBackend(Backend):
             forward_usage = wants_usage_chunk(request.body)
             usage: Usage | None = None
             output_chars = 0
-            while (
-                event := await self._next_event(request, events, deadline)
-            ) is not None:
+            while True:
+                event = await self._next_event(request, events, deadline)
+                if event is None:
+                    break
                 deadline = loop.time() + self.config.request_timeout_s
                 data = self._chunk_data(event)
                 usage = _read_usage(data.get("usage")) or usage
