@@ -106,9 +106,9 @@ class SimBackend(Backend):
         words = [rng.choice(_WORDS) for _ in range(count)]
         tokens = tuple(w if i == 0 else f" {w}" for i, w in enumerate(words))
 
-        # The first delay runs to the first token; each further token adds one more.
-        # A token's delay is spent before it is sent, so the first covers the role
-        # chunk as well and the last token leaves nothing to wait for after it.
+        # delays[0] is the time to first token, spent before the role chunk; then
+        # delays[i + 1] comes before token i, so token 0 follows the role chunk at
+        # once and every later token costs one time per output token.
         delays = [self._jittered(rng, self.config.ttft_s)]
         delays += [0.0] if tokens else []
         delays += [self._jittered(rng, self.config.tpot_s) for _ in tokens[1:]]
