@@ -154,9 +154,8 @@ def main() -> None:
             ]
             rows.append((str(callers), best(runs)))
 
-    print(
-        f"{'callers':>9} {'pairs/s':>9} {'cpu us/pair':>12} {'ops/batch':>10} {'ratio':>7}"
-    )
+    header = ("callers", "pairs/s", "cpu us/pair", "ops/batch", "ratio")
+    print(" ".join(f"{h:>{w}}" for h, w in zip(header, (9, 9, 12, 10, 7), strict=True)))
     for label, run in [*rows, ("sqlite3", base)]:
         ratio = run.pairs_per_s / base.pairs_per_s
         print(

@@ -1,7 +1,8 @@
 """The ledger's transactions as plain functions of a `sqlite3.Connection`.
 
 Each runs inside the group-commit writer's savepoint, in the database thread; none of
-them commits. A MeldError raised here undoes that op alone.
+them commits. An exception raised here undoes that op alone; `KeepWrites` keeps what
+the op wrote before it refused.
 """
 
 from __future__ import annotations
@@ -72,10 +73,8 @@ def move(
     dest: str,
     amount: int,
     m: Movement,
-) -> Transfer | None:
-    """Write one transfer (the trigger moves the balances); None for a zero amount."""
-    if amount == 0:
-        return None
+) -> Transfer:
+    """Write one transfer; the transfers_move trigger moves the balances."""
     try:
         cursor = conn.execute(
             _INSERT_TRANSFER,
@@ -306,17 +305,14 @@ def adjust(
     """A grant (from the node's issue account) or a deduct (back to it)."""
     require_peer(conn, peer)
     if kind == "grant":
-        made = move(conn, "grant", ISSUED, spendable(peer), amount, m)
-    else:
-        try:
-            made = move(conn, "deduct", spendable(peer), ISSUED, amount, m)
-        except InsufficientCredits:
-            available = balance(conn, peer).available
-            raise InsufficientCredits(
-                f"cannot deduct {amount} from {peer!r}: {available} are available"
-            ) from None
-    assert made is not None
-    return made
+        return move(conn, "grant", ISSUED, spendable(peer), amount, m)
+    try:
+        return move(conn, "deduct", spendable(peer), ISSUED, amount, m)
+    except InsufficientCredits:
+        available = balance(conn, peer).available
+        raise InsufficientCredits(
+            f"cannot deduct {amount} from {peer!r}: {available} are available"
+        ) from None
 
 
 def add_peer(

@@ -511,6 +511,28 @@ async def test_a_refused_op_leaves_the_rest_of_its_batch_whole(
     assert (await ledger.balance("alice")).balance == 1200
 
 
+async def test_concurrent_writes_share_one_commit(ledger: Ledger, alice: str) -> None:
+    batches_before = ledger._writer.batches
+
+    await asyncio.gather(
+        *(ledger.grant("alice", 1, reason="tip", actor="op") for _ in range(100))
+    )
+
+    assert ledger._writer.batches - batches_before <= 2
+    assert (await ledger.balance("alice")).balance == 1100
+
+
+async def test_a_remembered_answer_is_replayed(
+    ledger: Ledger, alice: str, clock: Clock
+) -> None:
+    first = await ledger.admit(sign_alice(alice, clock), idempotency=("k", "sha"))
+    await ledger.remember(first.peer, "k", 201, "text/event-stream", b"data: x")
+
+    retry = await ledger.admit(sign_alice(alice, clock), idempotency=("k", "sha"))
+
+    assert retry.replay == (201, "text/event-stream", b"data: x")
+
+
 async def test_a_caller_that_leaves_does_not_leave_its_hold(
     ledger: Ledger, alice: str, clock: Clock
 ) -> None:
