@@ -176,6 +176,8 @@ class MeldConsole(App[int]):
     # -- refresh ----------------------------------------------------------------
 
     def _tick(self) -> None:
+        if self.stopping or not self.screen_stack:
+            return
         try:
             if not self.paused:
                 self.publish()
@@ -185,7 +187,7 @@ class MeldConsole(App[int]):
 
     def publish(self) -> None:
         """Take a snapshot; give it to the screen in view unless a dialog hides it."""
-        if self.stopping:
+        if self.stopping or not self.screen_stack:
             return
         self.snapshot = self._source()
         screen = self.screen

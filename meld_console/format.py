@@ -64,6 +64,13 @@ def clock_time(at: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(at))
 
 
+def stamp(at: float, now: float) -> str:
+    """A timestamp as `HH:MM:SS` within the last day, else as `MM-DD HH:MM`."""
+    if now - at < 86400:
+        return clock_time(at)
+    return time.strftime("%m-%d %H:%M", time.localtime(at))
+
+
 def ago(at: float | None, now: float) -> str:
     """How long ago a timestamp was, such as `4s ago`; `never` when unknown."""
     if at is None:

@@ -38,7 +38,7 @@ class LiveScreen(Screen[None]):
         yield NodeHeader()
         yield ScreenTabs(TABS, self.MODE)
         yield from self.compose_body()
-        yield Footer()
+        yield Footer(compact=True)
 
     def compose_body(self) -> ComposeResult:
         """The widgets between the tabs and the footer."""

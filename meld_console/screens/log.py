@@ -82,5 +82,13 @@ class LogScreen(LiveScreen):
 
     def _show_title(self) -> None:
         level = self.query_one(LogTail).level
-        where = str(self._path) if self._path is not None else "no log file"
-        self.query_one("#log-title", Label).update(f"{where}  level ≥ {level}")
+        where = _tilde(self._path) if self._path is not None else "no log file"
+        self.query_one("#log-title", Label).update(f"level ≥ {level}  {where}")
+
+
+def _tilde(path: Path) -> str:
+    """`path` with the home directory written as `~`, as an operator would type it."""
+    try:
+        return "~/" + str(path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)

@@ -298,7 +298,11 @@ class PeersScreen(LiveScreen):
         self.post_message(self.StatementLoaded(peer_id, transfers))
 
     def on_peers_screen_statement_loaded(self, message: StatementLoaded) -> None:
-        self.app.push_screen(StatementScreen(message.peer_id, message.transfers))
+        self.app.push_screen(
+            StatementScreen(
+                message.peer_id, message.transfers, now=self.console.clock()
+            )
+        )
 
     def action_filter(self) -> None:
         box = self.query_one("#peer-filter", Input)

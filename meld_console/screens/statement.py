@@ -20,10 +20,13 @@ class StatementScreen(ModalScreen[None]):
 
     BINDINGS = [("escape", "close", "Close"), ("q", "close", "Close")]
 
-    def __init__(self, peer_id: str, transfers: Sequence[Transfer]) -> None:
+    def __init__(
+        self, peer_id: str, transfers: Sequence[Transfer], *, now: float
+    ) -> None:
         super().__init__()
         self.peer_id = peer_id
         self.transfers = tuple(transfers)
+        self.now = now
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
@@ -35,11 +38,11 @@ class StatementScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_column("time", width=8)
+        table.add_column("time", width=11)
         table.add_column("kind", width=7)
         table.add_column("amount", width=9)
-        table.add_column("reason", width=24)
-        table.add_column("actor", width=12)
+        table.add_column("reason", width=22)
+        table.add_column("actor", width=14)
         for transfer in sorted(self.transfers, key=lambda t: t.at, reverse=True):
             table.add_row(*self._cells(transfer))
         table.focus()
@@ -48,7 +51,7 @@ class StatementScreen(ModalScreen[None]):
         # Money leaving the peer's account reads as negative.
         sign = "-" if transfer.source == self.peer_id else "+"
         return (
-            Text(fmt.clock_time(transfer.at)),
+            Text(fmt.stamp(transfer.at, self.now)),
             Text(transfer.kind),
             Text(f"{sign}{fmt.credits(transfer.amount)}", justify="right"),
             Text(transfer.reason, overflow="ellipsis", no_wrap=True),

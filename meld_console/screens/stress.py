@@ -10,8 +10,8 @@ from .base import LiveScreen
 NOT_YET = """\
 Stress runs from the console are not built yet.
 
-Until then, fire one from another shell; this console shows its load live on the
-Dashboard while it runs:
+Until then, fire one from another shell; the Dashboard shows its load live
+while it runs:
 
     meld-console stress --target self --model sim-small --levels 1,5,10,20
 """

@@ -22,7 +22,7 @@ class _Column:
 
 
 COLUMNS = (
-    _Column("peer", 13, lambda p: p.id),
+    _Column("peer", 12, lambda p: p.id),
     _Column("balance", 10, lambda p: p.balance),
     _Column("held", 6, lambda p: p.held),
     _Column("available", 10, lambda p: p.available),

@@ -14,8 +14,8 @@ from .. import format as fmt
 
 COLUMNS = (
     ("time", 8),
-    ("peer", 14),
-    ("model", 12),
+    ("peer", 12),
+    ("model", 11),
     ("status", 10),
     ("queued", 7),
     ("latency", 7),
