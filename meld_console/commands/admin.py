@@ -38,6 +38,13 @@ def add_parsers(
     commands: argparse._SubParsersAction[Any], common: argparse.ArgumentParser
 ) -> None:
     """Register `peers ...` and `credits ...`."""
+    _add_peer_parsers(commands, common)
+    _add_credit_parsers(commands, common)
+
+
+def _add_peer_parsers(
+    commands: argparse._SubParsersAction[Any], common: argparse.ArgumentParser
+) -> None:
     peers = commands.add_parser("peers", parents=[common], help="administer peers")
     peer_commands = peers.add_subparsers(dest="action", required=True, metavar="ACTION")
 
@@ -75,6 +82,10 @@ def add_parsers(
     rotate.add_argument("--json", action="store_true", help="print JSON for scripts")
     rotate.set_defaults(run=peers_rotate)
 
+
+def _add_credit_parsers(
+    commands: argparse._SubParsersAction[Any], common: argparse.ArgumentParser
+) -> None:
     credits = commands.add_parser("credits", parents=[common], help="adjust credits")
     credit_commands = credits.add_subparsers(
         dest="action", required=True, metavar="ACTION"
