@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 
@@ -98,6 +99,6 @@ def spark(values: Sequence[float], width: int, *, top: float | None = None) -> s
         if peak <= 0 or value <= 0:
             glyphs.append(" " if value <= 0 else SPARK_GLYPHS[0])
             continue
-        index = round(min(1.0, value / peak) * (len(SPARK_GLYPHS) - 1))
+        index = max(0, math.ceil(min(1.0, value / peak) * len(SPARK_GLYPHS)) - 1)
         glyphs.append(SPARK_GLYPHS[index])
     return "".join(glyphs).rjust(width)

@@ -1,0 +1,77 @@
+"""The log tail's reader and the console's number formatting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from meld_console import format as fmt
+from meld_console.logs import LogReader, parse_line
+
+
+def test_the_reader_returns_only_whole_new_lines(tmp_path: Path) -> None:
+    path = tmp_path / "node.log"
+    path.write_text("2026-01-01 10:00:00,000 INFO    a: one\n", encoding="utf-8")
+    reader = LogReader(path)
+    assert [line.text for line in reader.read_new()] == [
+        "2026-01-01 10:00:00,000 INFO    a: one"
+    ]
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("2026-01-01 10:00:01,000 ERROR   a: two\npartial")
+    lines = reader.read_new()
+    assert [(line.level, line.text[-3:]) for line in lines] == [("ERROR", "two")]
+    assert reader.read_new() == []
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(" line\n")
+    assert [line.text for line in reader.read_new()] == ["partial line"]
+
+
+def test_the_reader_starts_over_after_the_file_rotates(tmp_path: Path) -> None:
+    path = tmp_path / "node.log"
+    path.write_text("x INFO a\n" * 50, encoding="utf-8")
+    reader = LogReader(path)
+    assert len(reader.read_new()) == 50
+    path.write_text("2026-01-01 10:00:00,000 WARNING b: fresh\n", encoding="utf-8")
+    assert [line.level for line in reader.read_new()] == ["WARNING"]
+
+
+def test_the_first_read_takes_a_backlog_of_whole_lines(tmp_path: Path) -> None:
+    path = tmp_path / "node.log"
+    path.write_text("".join(f"line {i:04d}\n" for i in range(1000)), encoding="utf-8")
+    lines = LogReader(path, backlog_bytes=100).read_new()
+    assert lines[-1].text == "line 0999"
+    assert all(len(line.text) == len("line 0999") for line in lines)
+
+
+def test_a_traceback_line_keeps_the_level_of_its_record() -> None:
+    head = parse_line("2026-01-01 10:00:00,000 ERROR   meld_core.router: boom")
+    tail = parse_line('  File "x.py", line 1', head.level)
+    assert (head.level, tail.level) == ("ERROR", "ERROR")
+
+
+def test_a_missing_log_file_reads_as_empty(tmp_path: Path) -> None:
+    assert LogReader(tmp_path / "none.log").read_new() == []
+
+
+def test_bars_fill_by_eighths_and_keep_their_width() -> None:
+    assert fmt.bar(0, 4, 10) == ("", "░" * 10)
+    assert fmt.bar(4, 4, 10) == ("█" * 10, "")
+    filled, empty = fmt.bar(1, 8, 4)  # half a cell
+    assert filled == "▌" and len(filled + empty) == 4
+    assert fmt.bar(9, 0, 5) == ("", "░" * 5)
+
+
+def test_sparklines_scale_to_their_top_and_keep_their_width() -> None:
+    assert fmt.spark([0, 1, 2, 4, 8], 5) == " ▁▂▄█"
+    assert fmt.spark([8, 8], 5, top=16) == "   ▄▄"
+    assert len(fmt.spark(list(range(100)), 12)) == 12
+
+
+def test_durations_and_latencies_read_compactly() -> None:
+    assert [fmt.duration(s) for s in (5, 65, 3700, 90000)] == [
+        "5s",
+        "1m05s",
+        "1h01m",
+        "1d01h",
+    ]
+    assert [fmt.millis(v) for v in (None, 840, 2410)] == ["\u2013", "840ms", "2.41s"]
+    assert fmt.credits(10_000_000) == "10 000 000"
