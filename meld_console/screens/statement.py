@@ -43,20 +43,26 @@ class StatementScreen(ModalScreen[None]):
         table.add_column("amount", width=9)
         table.add_column("reason", width=22)
         table.add_column("actor", width=14)
-        for transfer in sorted(self.transfers, key=lambda t: t.at, reverse=True):
+        for transfer in sorted(self.transfers, key=lambda t: t.id, reverse=True):
             table.add_row(*self._cells(transfer))
         table.focus()
 
     def _cells(self, transfer: Transfer) -> tuple[Text, ...]:
-        # Money leaving the peer's account reads as negative.
-        sign = "-" if transfer.source == self.peer_id else "+"
         return (
             Text(fmt.stamp(transfer.at, self.now)),
             Text(transfer.kind),
-            Text(f"{sign}{fmt.credits(transfer.amount)}", justify="right"),
+            Text(self._amount(transfer), justify="right"),
             Text(transfer.reason, overflow="ellipsis", no_wrap=True),
             Text(transfer.actor, overflow="ellipsis", no_wrap=True),
         )
+
+    def _amount(self, transfer: Transfer) -> str:
+        """The amount, signed by its effect on the balance; holds and releases
+        move credits between the peer's own accounts and carry no sign."""
+        own = {self.peer_id, f"peer:{self.peer_id}", f"held:{self.peer_id}"}
+        into, out_of = transfer.dest in own, transfer.source in own
+        sign = "+" if into and not out_of else "-" if out_of and not into else ""
+        return f"{sign}{fmt.credits(transfer.amount)}"
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -13,6 +13,10 @@ from meld_core.types import BackendSnapshot
 
 from .. import format as fmt
 
+# Widths of the numbers beside each sparkline: " 3.41s max 9.99s", " 4.2/s max 12.0/s".
+LAT_TAIL = 18
+THR_TAIL = 18
+
 
 class BackendCard(Widget):
     """Kind, models, slots, queue, ETA, latency, success and two labelled sparklines."""
@@ -151,24 +155,26 @@ class BackendCard(Widget):
 
     def _history_line(self, backend: BackendSnapshot, width: int) -> Text:
         label, value = self._style("label"), self._style("value")
-        latency = backend.latency_history
-        throughput = backend.throughput_history
-        lat_now = fmt.millis(latency[-1]) if latency else fmt.UNKNOWN
+        # Numbers get fixed widths so the sparklines do not shift as they change.
+        fixed = len("lat ") + LAT_TAIL + len("  thr ") + THR_TAIL
+        spark_width = max(4, (width - fixed) // 2)
+        latency = backend.latency_history[-spark_width:]
+        throughput = backend.throughput_history[-spark_width:]
+        # A bucket without completions has no latency: show the last that had one.
+        measured = [ms for ms in latency if ms > 0]
+        lat_now = fmt.millis(measured[-1]) if measured else fmt.UNKNOWN
         lat_top = max(latency, default=0.0)
+        lat_max = fmt.millis(lat_top) if measured else fmt.UNKNOWN
         thr_now = f"{fmt.rate(throughput[-1])}/s" if throughput else fmt.UNKNOWN
         thr_top = max(throughput, default=0.0)
-        lat_tail = f" {lat_now} max {fmt.millis(lat_top) if latency else fmt.UNKNOWN}"
-        thr_tail = f" {thr_now} max {fmt.rate(thr_top)}/s"
-        fixed = len("lat ") + len(lat_tail) + len("  thr ") + len(thr_tail)
-        spark_width = max(4, (width - fixed) // 2)
+        spark = self._style("spark")
         line = Text("lat ", label)
-        line.append(fmt.spark(latency, spark_width, top=lat_top), self._style("spark"))
-        line.append(lat_tail, value)
+        line.append(fmt.spark(latency, spark_width, top=lat_top), spark)
+        line.append(f" {lat_now:>6} max {lat_max:<6}"[:LAT_TAIL], value)
         line.append("  thr ", label)
-        line.append(
-            fmt.spark(throughput, spark_width, top=thr_top), self._style("spark")
-        )
-        line.append(thr_tail, value)
+        line.append(fmt.spark(throughput, spark_width, top=thr_top), spark)
+        thr_max = f"{fmt.rate(thr_top)}/s"
+        line.append(f" {thr_now:>6} max {thr_max:<6}"[:THR_TAIL], value)
         return line
 
     def _bar(self, used: float, total: float, width: int, style: Style) -> Text:

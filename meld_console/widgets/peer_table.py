@@ -21,6 +21,7 @@ class _Column:
     key: Callable[[PeerRecord], Any]
 
 
+MAX_ID_WIDTH = 40
 COLUMNS = (
     _Column("peer", 12, lambda p: p.id),
     _Column("balance", 10, lambda p: p.balance),
@@ -60,7 +61,7 @@ class PeerTable(DataTable[Text]):
         self._sort_index = 0
         self._reverse = False
         self._shown: tuple[Any, ...] | None = None
-        self._labels: tuple[str, ...] = ()
+        self._labels: tuple[object, ...] = ()
 
     @property
     def sort_label(self) -> str:
@@ -124,7 +125,7 @@ class PeerTable(DataTable[Text]):
     def _redraw(self) -> None:
         if not self.is_mounted:
             return
-        labels = tuple(self._label(i) for i in range(len(COLUMNS)))
+        labels = (*(self._label(i) for i in range(len(COLUMNS))), self._id_width())
         peers = self.visible_peers
         rows = tuple((p.id, self._cells(p)) for p in peers)
         if rows == self._shown and labels == self._labels:
@@ -132,13 +133,24 @@ class PeerTable(DataTable[Text]):
         selected = self.selected_peer
         self.clear(columns=labels != self._labels)
         if labels != self._labels:
-            for label, column in zip(labels, COLUMNS, strict=True):
-                self.add_column(label, width=column.width, key=column.label)
+            widths = (self._id_width(), *(c.width for c in COLUMNS[1:]))
+            for label, column, width in zip(labels, COLUMNS, widths, strict=False):
+                self.add_column(label, width=width, key=column.label)
             self._labels = labels
         for peer_id, cells in rows:
             self.add_row(*cells, key=peer_id)
         self._shown = rows
         self._restore_cursor(selected)
+
+    def on_resize(self) -> None:
+        self._redraw()
+
+    def _id_width(self) -> int:
+        """The peer column takes the width the other columns leave, within reason."""
+        others = sum(c.width for c in COLUMNS[1:])
+        padding = 2 * self.cell_padding * len(COLUMNS) + 1
+        spare = self.size.width - others - padding
+        return max(COLUMNS[0].width, min(MAX_ID_WIDTH, spare))
 
     def _restore_cursor(self, selected: PeerRecord | None) -> None:
         if not self.row_count:

@@ -50,20 +50,35 @@ class RequestTable(DataTable[Text]):
             name=name, id=id, classes=classes, cursor_type="row", zebra_stripes=False
         )
         self._limit = limit
-        self._shown: tuple[RequestRecord, ...] | None = None
+        self._shown: tuple[RequestRecord, ...] = ()
+        self._widths_shown: tuple[int, ...] = ()
 
-    def on_mount(self) -> None:
-        for label, width in COLUMNS:
-            self.add_column(label, width=width, key=label)
+    def on_resize(self) -> None:
+        self.show(self._shown)
+
+    def _widths(self) -> tuple[int, ...]:
+        """Column widths: peer, model and status share what the table has spare."""
+        widths = [width for _, width in COLUMNS]
+        padding = 2 * self.cell_padding * len(COLUMNS) + 1
+        spare = max(0, self.size.width - sum(widths) - padding)
+        widths[1] += min(18, spare // 2)
+        widths[2] += min(12, spare // 4)
+        widths[3] += min(12, spare // 4)
+        return tuple(widths)
 
     def show(self, records: Sequence[RequestRecord]) -> None:
         """Show the newest `limit` records; rebuild only when they changed."""
         newest = tuple(sorted(records, key=lambda r: r.at, reverse=True)[: self._limit])
-        if newest == self._shown:
+        widths = self._widths()
+        if newest == self._shown and widths == self._widths_shown:
             return
         self._shown = newest
         row = self.cursor_row
-        self.clear()
+        self.clear(columns=widths != self._widths_shown)
+        if widths != self._widths_shown:
+            for (label, _), width in zip(COLUMNS, widths, strict=True):
+                self.add_column(label, width=width, key=label)
+            self._widths_shown = widths
         self.add_rows(self._cells(record) for record in newest)
         if newest:
             self.move_cursor(row=min(row, len(newest) - 1), animate=False)
