@@ -7,6 +7,7 @@ commands work whether or not the node is up, and a running node sees them at onc
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -25,7 +26,6 @@ from .common import (
     positive_int,
     read_config,
     reason,
-    run,
     table,
     when,
 )
@@ -137,7 +137,7 @@ def peers_add(args: argparse.Namespace) -> int:
                 args.id, secret, credits=args.credits, actor=actor()
             )
 
-    record = run(act())
+    record = asyncio.run(act())
     if args.json:
         print(
             json.dumps({"id": record.id, "secret": secret, "balance": record.balance})
@@ -161,7 +161,7 @@ def peers_list(args: argparse.Namespace) -> int:
         async with _ledger(config) as ledger:
             return await ledger.peers()
 
-    records = run(act())
+    records = asyncio.run(act())
     if args.json:
         print(json.dumps([_peer_json(r) for r in records], indent=2))
         return 0
@@ -206,7 +206,7 @@ def peers_toggle(args: argparse.Namespace) -> int:
         async with _ledger(config) as ledger:
             await ledger.set_peer_enabled(args.id, args.enabled, actor=actor())
 
-    run(act())
+    asyncio.run(act())
     if args.enabled:
         print(f"peer {args.id} enabled: its signed requests are accepted again.")
     else:
@@ -225,7 +225,7 @@ def peers_rotate(args: argparse.Namespace) -> int:
                 args.id, secret, grace_s=ROTATE_GRACE_S, actor=actor()
             )
 
-    run(act())
+    asyncio.run(act())
     expires = time.time() + ROTATE_GRACE_S
     if args.json:
         body = {"id": args.id, "secret": secret, "old_secret_expires_at": expires}
@@ -252,7 +252,7 @@ def credits_change(args: argparse.Namespace) -> int:
             )
             return transfer, (await ledger.balance(args.id)).balance
 
-    transfer, balance = run(act())
+    transfer, balance = asyncio.run(act())
     verb = "granted to" if args.kind == "grant" else "deducted from"
     print(
         f"{transfer.amount} credit units {verb} {args.id} (transfer {transfer.id}); "
@@ -270,7 +270,7 @@ def credits_show(args: argparse.Namespace) -> int:
             balance = await ledger.balance(args.id)
             return balance, await ledger.transfers(args.id, limit=args.limit)
 
-    balance, transfers = run(act())
+    balance, transfers = asyncio.run(act())
     if args.json:
         body = {
             "peer": args.id,

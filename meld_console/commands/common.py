@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import os
 import sys
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn
 
 from meld_core.config import Config, default_config_path, load_config
 from meld_core.signing import is_valid_id
@@ -18,8 +17,6 @@ from meld_core.signing import is_valid_id
 PROG = "meld-console"
 USAGE_ERROR = 2
 REFUSED = 1
-
-T = TypeVar("T")
 
 
 def fail(message: str, *, status: int = REFUSED) -> NoReturn:
@@ -101,11 +98,6 @@ def actor() -> str:
     except (OSError, KeyError):
         user = str(os.getuid())
     return f"cli:{user}"
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one coroutine to completion on a fresh event loop."""
-    return asyncio.run(coro)
 
 
 def when(at: float | None) -> str:

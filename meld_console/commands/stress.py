@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import json
 import os
@@ -25,7 +26,7 @@ from meld_core.stress import (
     run_stress,
 )
 
-from .common import fail, positive_int, read_config, run
+from .common import fail, positive_int, read_config
 
 COLUMNS = (
     ("level", 5), ("sent", 5), ("ok", 5), ("failed", 6), ("p50 ms", 7),
@@ -100,7 +101,7 @@ def stress_command(args: argparse.Namespace) -> int:
     model = args.model or _default_model(args.target, config)
 
     try:
-        run(probe(target.url))
+        asyncio.run(probe(target.url))
     except Unavailable as exc:
         hint = (
             "; is the node running ('meld-console serve')?"
@@ -110,7 +111,7 @@ def stress_command(args: argparse.Namespace) -> int:
         fail(exc.message + hint)
     print(f"stress run against {target.url} as {target.peer}, model {model}")
     print(_row([name for name, _ in COLUMNS]) + "  statuses")
-    results = run(
+    results = asyncio.run(
         run_stress(
             target.url,
             target.peer,
