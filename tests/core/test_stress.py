@@ -340,3 +340,22 @@ async def test_a_real_node_with_a_sim_backend_serves_every_stress_request(
     # Three at once on two slots: the third must have waited in the node's queue.
     assert results[0].queue_positions_seen == 0
     assert results[1].queue_positions_seen >= 1
+
+
+async def test_cancelling_a_run_stops_its_requests_at_once() -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def handler(request: Request, body: dict) -> Response:
+        started.set()
+        await release.wait()  # never set: only cancellation ends the request
+        return JSONResponse(COMPLETION)
+
+    run = asyncio.create_task(
+        run_stress("http://node", PEER, SECRET, "m", [3], transport=fake_node(handler))
+    )
+    await asyncio.wait_for(started.wait(), 5)
+    run.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(run, 5)

@@ -183,6 +183,9 @@ def test_grant_and_deduct_move_the_balance_by_exactly_n_with_the_reason(
     )
     assert latest["actor"].startswith("cli:")
     assert after_grant["recent"][0]["reason"] == "monthly top-up"
+    statement = home.cli("credits", "show", "agent-1").stdout
+    assert "balance 140, held 0, available 140" in statement
+    assert "+70" in statement and "-30" in statement
 
 
 def test_a_deduct_over_the_available_amount_is_refused_and_changes_nothing(
