@@ -212,7 +212,7 @@ async def run_stress(
                 level,
                 result.ok,
                 result.failed,
-                result.p50_ms,
+                format_ms(result.p50_ms),
             )
             results.append(result)
             if on_level is not None:

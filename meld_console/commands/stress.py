@@ -16,6 +16,7 @@ from meld_core.config import Config
 from meld_core.errors import Unavailable
 from meld_core.signing import SECRET_PATTERN, is_valid_id
 from meld_core.stress import (
+    MAX_LEVEL,
     StressResult,
     console_credentials,
     format_counts,
@@ -48,7 +49,10 @@ def levels(value: str) -> list[int]:
     parts = [p.strip() for p in value.split(",") if p.strip()]
     if not parts:
         raise argparse.ArgumentTypeError("expected levels such as 1,5,10,20")
-    return [positive_int(p) for p in parts]
+    chosen = [positive_int(p) for p in parts]
+    if max(chosen) > MAX_LEVEL:
+        raise argparse.ArgumentTypeError(f"levels go up to {MAX_LEVEL}")
+    return chosen
 
 
 def add_parser(
