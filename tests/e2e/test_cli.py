@@ -389,8 +389,10 @@ def wait_for_health(url: str, process: subprocess.Popen[str]) -> None:
     raise AssertionError(f"{url} did not answer within {DEADLINE_S}s")
 
 
-def stop(process: subprocess.Popen[str]) -> tuple[int, str, str]:
-    process.send_signal(signal.SIGTERM)
+def stop(
+    process: subprocess.Popen[str], signum: int = signal.SIGTERM
+) -> tuple[int, str, str]:
+    process.send_signal(signum)
     out, err = process.communicate(timeout=DEADLINE_S)
     return process.returncode, out, err
 
@@ -417,6 +419,16 @@ def test_serve_answers_a_signed_request_and_exits_0_on_sigterm(
     assert out.splitlines()[0] == f"meld node meld-t listening on {home.url}"
     assert "Traceback" not in err
     assert agent not in err + (home.data / "node.log").read_text()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP])
+def test_serve_stops_cleanly_on_sigint_and_sighup(
+    served: subprocess.Popen[str], signum: int
+) -> None:
+    status, _, err = stop(served, signum)
+
+    assert status == 0, err
+    assert "stopping" in err and "Traceback" not in err
 
 
 def test_a_grant_made_while_serving_is_visible_at_once(
