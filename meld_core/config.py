@@ -124,6 +124,11 @@ class Config:
         return self.node.data_dir / "node.log"
 
     @property
+    def console_secret_path(self) -> Path:
+        """Where the node keeps its console peer's secret (mode 0600)."""
+        return self.node.data_dir / "console.secret"
+
+    @property
     def console_peer(self) -> str:
         """The peer id the node's own console signs as."""
         return f"{self.node.id}-console"[:63]

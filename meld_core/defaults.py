@@ -100,7 +100,7 @@ def default_config_text(
 def ensure_config(path: Path) -> Config:
     """Load the configuration at `path`, writing a first-run default if none."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         text = default_config_text(
             path.parent,
             ollama_models=probe_ollama(),

@@ -10,7 +10,6 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -30,7 +29,6 @@ from .types import NodeSnapshot, PeerRecord, RequestRecord, Transfer
 
 log = logging.getLogger(__name__)
 
-CONSOLE_SECRET_FILE = "console.secret"
 CONSOLE_CREDITS = 10_000_000
 HEALTH_EVERY_S = 10.0
 SWEEP_EVERY_S = 15.0
@@ -100,7 +98,7 @@ class Node:
         released = await self._ledger.release_stale_holds()
         if released:
             log.warning("released %s holds left by an earlier run", released)
-        self.console_secret = await self._ensure_console_peer(data_dir)
+        self.console_secret = await self._ensure_console_peer()
 
         for backend_config in self.config.backends:
             backend = create_backend(backend_config)
@@ -204,9 +202,9 @@ class Node:
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
-    async def _ensure_console_peer(self, data_dir: Path) -> str:
+    async def _ensure_console_peer(self) -> str:
         """The console's own peer and its secret, kept in a 0600 file."""
-        path = data_dir / CONSOLE_SECRET_FILE
+        path = self.config.console_secret_path
         peer = self.console_peer
         known = {p.id for p in await self.ledger.peers()}
         if peer in known and path.exists():

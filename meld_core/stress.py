@@ -20,7 +20,6 @@ from .signing import SECRET_PATTERN, MeldAuth
 
 log = logging.getLogger(__name__)
 
-CONSOLE_SECRET_FILE = "console.secret"
 MAX_LEVEL = 1000
 MAX_REQUESTS_PER_LEVEL = 100_000
 CHAT_PATH = "/v1/chat/completions"
@@ -100,7 +99,7 @@ def node_url(config: Config) -> str:
 
 def console_credentials(config: Config) -> tuple[str, str]:
     """The node's own console peer and its secret, read from the data directory."""
-    path = config.node.data_dir / CONSOLE_SECRET_FILE
+    path = config.console_secret_path
     try:
         secret = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
