@@ -332,7 +332,12 @@ class MeldConsole(App[int]):
 def run_console(config: Config, *, read_only: bool) -> int:
     """Run the console with a node built from `config`; returns the exit code."""
     configure_console_logging(config)
-    return asyncio.run(_run(config, read_only=read_only))
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(_run(config, read_only=read_only))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_run(config, read_only=read_only))
 
 
 async def _run(config: Config, *, read_only: bool) -> int:

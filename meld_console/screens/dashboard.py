@@ -17,10 +17,6 @@ class DashboardScreen(LiveScreen):
 
     MODE = "dashboard"
 
-    BINDINGS = [
-        ("r", "focus_requests", "Requests"),
-    ]
-
     def compose_body(self) -> ComposeResult:
         yield VerticalScroll(id="backends")
         yield Label("Latest requests", classes="section-title")
@@ -29,9 +25,6 @@ class DashboardScreen(LiveScreen):
     def show_snapshot(self, snapshot: NodeSnapshot) -> None:
         self._show_backends(snapshot)
         self.query_one(RequestTable).show(snapshot.recent)
-
-    def action_focus_requests(self) -> None:
-        self.query_one(RequestTable).focus()
 
     def _show_backends(self, snapshot: NodeSnapshot) -> None:
         box = self.query_one("#backends", VerticalScroll)

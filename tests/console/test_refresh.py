@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from meld_console.app import MeldConsole
-from meld_console.screens import DashboardScreen, HelpScreen, PeersScreen
+from meld_console.screens import DashboardScreen, HelpScreen, LogScreen, PeersScreen
 from meld_core.config import Config
 from meld_core.types import NodeSnapshot, PeerRecord
 
@@ -144,7 +144,7 @@ async def test_the_help_lists_the_keys_of_every_screen(tmp_path: Path) -> None:
         await pilot.press("f1")
         assert isinstance(app.screen, HelpScreen)
         listed = {what for _, keys in app.key_sections() for _, what in keys}
-        for screen in (PeersScreen, DashboardScreen, MeldConsole):
+        for screen in (PeersScreen, LogScreen, MeldConsole):
             for binding in screen.BINDINGS:
                 what = binding[2] if isinstance(binding, tuple) else binding.description
                 assert what in listed
