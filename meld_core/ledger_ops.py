@@ -230,22 +230,25 @@ def resolve_hold(
     """Settle (charge given) or release a hold, exactly once.
 
     Returns the hold's peer and whether this call resolved it; a hold resolved
-    before is left as it is. The holds_resolve trigger writes the transfers.
+    before is left as it is. The holds_settle and holds_release triggers write the
+    transfers, and holds_resolve_once refuses to touch a resolved hold at all.
     """
-    state = "released" if charge is None else "settled"
-    rows = conn.execute(
-        "UPDATE holds SET state = ?, charged = MIN(?, amount), resolution = ?,"
-        " resolved_at = ? WHERE id = ? AND state = 'open' RETURNING peer",
-        (state, charge or 0, reason, now, hold_id),
-    ).fetchall()
-    if rows:
-        return str(rows[0][0]), True
     found = conn.execute("SELECT peer, state FROM holds WHERE id = ?", (hold_id,))
     row = found.fetchone()
     if row is None:
         raise NotFound(f"no hold {hold_id}")
-    log.warning("hold %s is already %s; left as it is", hold_id, row[1])
-    return str(row[0]), False
+    peer, state = row
+    if state != "open":
+        log.warning("hold %s is already %s; left as it is", hold_id, state)
+        return str(peer), False
+    # Inside the batch's write transaction nothing can resolve it in between.
+    resolution = "released" if charge is None else "settled"
+    conn.execute(
+        "UPDATE holds SET state = ?, charged = MIN(?, amount), resolution = ?,"
+        " resolved_at = ? WHERE id = ?",
+        (resolution, charge or 0, reason, now, hold_id),
+    )
+    return str(peer), True
 
 
 def release_holds(

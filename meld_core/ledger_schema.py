@@ -14,6 +14,10 @@ BUSY_TIMEOUT_MS = 10_000
 ISSUED = "node:issued"
 REVENUE = "node:revenue"
 
+# The hot statements avoid what makes SQLite build a temporary b-tree on every
+# execution (a third of a hold+settle pair's cost when measured): `x IN (...)` in a
+# CHECK, INSERT ... SELECT in a trigger, and RETURNING. Hence the spelled-out ORs,
+# the WHEN clauses and a SELECT before an UPDATE.
 # Balances change only through the trigger on `transfers`, so every credit unit that
 # lands somewhere left somewhere else and the accounts always sum to zero. The CHECK
 # on `accounts` is the last word on overdrafts: an insert that would take a peer or
@@ -25,12 +29,14 @@ CREATE TABLE IF NOT EXISTS accounts (
     id TEXT PRIMARY KEY,
     balance INTEGER NOT NULL DEFAULT 0,
     CONSTRAINT no_overdraft CHECK (balance >= 0 OR id = 'node:issued')
-);
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS transfers (
     id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL
-        CHECK (kind IN ('hold', 'settle', 'release', 'grant', 'deduct')),
+    kind TEXT NOT NULL CHECK (
+        kind = 'hold' OR kind = 'settle' OR kind = 'release' OR kind = 'grant'
+        OR kind = 'deduct'
+    ),
     source TEXT NOT NULL REFERENCES accounts(id),
     dest TEXT NOT NULL REFERENCES accounts(id),
     amount INTEGER NOT NULL CHECK (amount > 0),
@@ -59,7 +65,7 @@ CREATE TABLE IF NOT EXISTS holds (
     peer TEXT NOT NULL REFERENCES peers(id),
     amount INTEGER NOT NULL CHECK (amount > 0),
     state TEXT NOT NULL DEFAULT 'open'
-        CHECK (state IN ('open', 'settled', 'released')),
+        CHECK (state = 'open' OR state = 'settled' OR state = 'released'),
     request_id TEXT NOT NULL,
     created_at REAL NOT NULL,
     expires_at REAL NOT NULL,
@@ -83,17 +89,20 @@ CREATE TRIGGER IF NOT EXISTS holds_resolve_once BEFORE UPDATE ON holds
 WHEN OLD.state <> 'open' BEGIN
     SELECT RAISE(ABORT, 'hold already resolved');
 END;
-CREATE TRIGGER IF NOT EXISTS holds_resolve AFTER UPDATE OF state ON holds BEGIN
+-- SQLite fires the newest trigger first: settle, then release.
+CREATE TRIGGER IF NOT EXISTS holds_release AFTER UPDATE OF state ON holds
+WHEN NEW.amount > NEW.charged BEGIN
     INSERT INTO transfers (kind, source, dest, amount, reason, actor, at, hold_id, peer)
-    SELECT 'settle', 'held:' || NEW.peer, 'node:revenue', NEW.charged,
-           TRIM('request ' || NEW.request_id), 'node', NEW.resolved_at, NEW.id,
-           NEW.peer
-    WHERE NEW.charged > 0;
+    VALUES ('release', 'held:' || NEW.peer, 'peer:' || NEW.peer,
+            NEW.amount - NEW.charged, NEW.resolution, 'node', NEW.resolved_at, NEW.id,
+            NEW.peer);
+END;
+CREATE TRIGGER IF NOT EXISTS holds_settle AFTER UPDATE OF state ON holds
+WHEN NEW.charged > 0 BEGIN
     INSERT INTO transfers (kind, source, dest, amount, reason, actor, at, hold_id, peer)
-    SELECT 'release', 'held:' || NEW.peer, 'peer:' || NEW.peer,
-           NEW.amount - NEW.charged, NEW.resolution, 'node', NEW.resolved_at, NEW.id,
-           NEW.peer
-    WHERE NEW.amount > NEW.charged;
+    VALUES ('settle', 'held:' || NEW.peer, 'node:revenue', NEW.charged,
+            TRIM('request ' || NEW.request_id), 'node', NEW.resolved_at, NEW.id,
+            NEW.peer);
 END;
 
 CREATE TABLE IF NOT EXISTS peers (
@@ -142,7 +151,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
     peer TEXT NOT NULL,
     key TEXT NOT NULL,
     body_sha256 TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'done')),
+    state TEXT NOT NULL CHECK (state = 'pending' OR state = 'done'),
     status INTEGER,
     content_type TEXT,
     body BLOB,

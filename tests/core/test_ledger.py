@@ -119,7 +119,8 @@ async def test_settle_charges_the_actual_cost_and_releases_the_rest(
     assert totals["node:revenue"] == 120
     assert sum(totals.values()) == 0
     kinds = [t.kind for t in await ledger.transfers("alice")]
-    assert kinds == ["release", "settle", "hold", "grant"]
+    assert sorted(kinds[:2]) == ["release", "settle"]
+    assert kinds[2:] == ["hold", "grant"]
 
 
 async def test_settle_never_charges_more_than_the_hold(
