@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.style import Style
 from rich.text import Text
 from textual.app import RenderResult
 from textual.widget import Widget
@@ -75,7 +76,7 @@ class NodeHeader(Widget):
                 "node-header--bad" if success < 0.9 else "node-header--warn"
             )
         queued_style = style("node-header--warn") if snapshot.queued else value
-        parts: list[tuple[str, object]] = [
+        parts: list[tuple[str, Style]] = [
             (snapshot.node_id, style("node-header--id")),
             (f" {snapshot.listen}", label),
             ("  up ", label),
@@ -89,4 +90,4 @@ class NodeHeader(Widget):
             ("  queued ", label),
             (str(snapshot.queued), queued_style),
         ]
-        return Text.assemble(*parts)  # type: ignore[arg-type]
+        return Text.assemble(*parts)

@@ -61,7 +61,7 @@ class PeerTable(DataTable[Text]):
         self._sort_index = 0
         self._reverse = False
         self._shown: tuple[Any, ...] | None = None
-        self._labels: tuple[object, ...] = ()
+        self._header: tuple[tuple[str, ...], tuple[int, ...]] = ((), ())
 
     @property
     def sort_label(self) -> str:
@@ -125,18 +125,19 @@ class PeerTable(DataTable[Text]):
     def _redraw(self) -> None:
         if not self.is_mounted:
             return
-        labels = (*(self._label(i) for i in range(len(COLUMNS))), self._id_width())
+        labels = tuple(self._label(i) for i in range(len(COLUMNS)))
+        widths = (self._id_width(), *(c.width for c in COLUMNS[1:]))
+        header = (labels, widths)
         peers = self.visible_peers
         rows = tuple((p.id, self._cells(p)) for p in peers)
-        if rows == self._shown and labels == self._labels:
+        if rows == self._shown and header == self._header:
             return
         selected = self.selected_peer
-        self.clear(columns=labels != self._labels)
-        if labels != self._labels:
-            widths = (self._id_width(), *(c.width for c in COLUMNS[1:]))
-            for label, column, width in zip(labels, COLUMNS, widths, strict=False):
+        self.clear(columns=header != self._header)
+        if header != self._header:
+            for label, column, width in zip(labels, COLUMNS, widths, strict=True):
                 self.add_column(label, width=width, key=column.label)
-            self._labels = labels
+            self._header = header
         for peer_id, cells in rows:
             self.add_row(*cells, key=peer_id)
         self._shown = rows
