@@ -8,6 +8,7 @@ from pathlib import Path
 from meld_console.app import MeldConsole
 from meld_console.screens import DashboardScreen, HelpScreen, LogScreen, PeersScreen
 from meld_core.config import Config
+from meld_core.errors import StartError
 from meld_core.types import NodeSnapshot, PeerRecord
 
 from .conftest import running, until
@@ -148,3 +149,20 @@ async def test_the_help_lists_the_keys_of_every_screen(tmp_path: Path) -> None:
             for binding in screen.BINDINGS:
                 what = binding[2] if isinstance(binding, tuple) else binding.description
                 assert what in listed
+
+
+class BrokenNode(FrozenNode):
+    """A node whose start fails, as one whose port is taken does."""
+
+    async def start(self) -> None:
+        raise StartError("cannot listen on 127.0.0.1:8787: Address already in use")
+
+
+async def test_a_node_that_cannot_start_ends_the_console_with_a_reason(
+    tmp_path: Path,
+) -> None:
+    app = app_over(BrokenNode(frozen_config(tmp_path)))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(lambda: app.return_code is not None, pilot, what="the exit")
+    assert app.return_code == 1
+    assert not app.node_ready.is_set()

@@ -94,3 +94,15 @@ def test_read_only_peers_screen_matches_its_picture(
 ) -> None:
     app = frozen_app(tmp_path, read_only=True)
     assert snap_compare(app, run_before=settle("2"))
+
+
+def test_dashboard_in_the_ansi_dark_theme_matches_its_picture(
+    snap_compare: Any, tmp_path: Path
+) -> None:
+    app = frozen_app(tmp_path)
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        pilot.app.theme = "ansi-dark"
+        await settle()(pilot)
+
+    assert snap_compare(app, run_before=run_before)
