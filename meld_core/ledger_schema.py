@@ -195,6 +195,10 @@ def connect_file(path: Path) -> sqlite3.Connection:
     # the main file 0600 first keeps all three private without touching the umask,
     # which is process-wide and would race with other threads creating files.
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
+        # A file left readable by an older build or a careless copy is narrowed.
+        if file.exists() and file.stat().st_mode & 0o077:
+            file.chmod(0o600)
     conn = sqlite3.connect(
         path, isolation_level=None, check_same_thread=False, cached_statements=256
     )

@@ -350,6 +350,17 @@ async def test_the_files_are_private(ledger: Ledger, alice: str) -> None:
     assert stat.S_IMODE(ledger.path.parent.stat().st_mode) == 0o700
 
 
+async def test_opening_narrows_a_ledger_file_others_could_read(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    path.touch(mode=0o644)
+    path.chmod(0o644)
+
+    async with await Ledger.open(path) as ledger:
+        mode = stat.S_IMODE(ledger.path.stat().st_mode)
+
+    assert mode == 0o600
+
+
 async def test_transfers_cannot_be_changed_or_deleted(
     ledger: Ledger, alice: str
 ) -> None:
