@@ -32,8 +32,14 @@ NONCE_TTL_S = 600.0
 IDEMPOTENCY_TTL_S = 24 * 3600.0
 NODE_ACTOR = "node"
 
-_LIVE_SECRETS = """
-    SELECT s.secret FROM peers p JOIN secrets s ON s.peer = p.id
+# One row per live secret of an enabled peer, each carrying the peer's money, so
+# admission reads everything it needs in one statement.
+_ADMISSION = """
+    SELECT s.secret, a.balance, h.balance
+    FROM peers p
+    JOIN secrets s ON s.peer = p.id
+    JOIN accounts a ON a.id = 'peer:' || p.id
+    JOIN accounts h ON h.id = 'held:' || p.id
     WHERE p.id = ? AND p.enabled AND (s.expires_at IS NULL OR s.expires_at > ?)
 """
 _BALANCES = """
@@ -125,9 +131,10 @@ def admit(
     peer = signed.peer
     if abs(now - signed.timestamp) > CLOCK_SKEW_S:
         raise Unauthorized()
-    live = [row[0] for row in conn.execute(_LIVE_SECRETS, (peer, now))]
-    if not live or not signed.verify(live):
+    live = conn.execute(_ADMISSION, (peer, now)).fetchall()
+    if not live or not signed.verify(row[0] for row in live):
         raise Unauthorized()
+    _, available, held = live[0]
     spent = conn.execute(
         "INSERT OR IGNORE INTO nonces (peer, nonce, expires_at) VALUES (?, ?, ?)",
         (peer, signed.nonce, signed.timestamp + NONCE_TTL_S),
@@ -148,6 +155,11 @@ def admit(
             gate(peer)
         if idempotency is not None:
             replay = claim_key(conn, peer, *idempotency, now)
+        if replay is None and hold > available:
+            raise InsufficientCredits(
+                f"this request needs a hold of {hold} credit units;"
+                f" {available} are available"
+            )
         if replay is None and hold > 0:
             hold_id = place_hold(conn, peer, hold, request_id, now + hold_ttl_s, now)
     except InsufficientCredits as error:
@@ -157,9 +169,9 @@ def admit(
     except MeldError as error:
         raise KeepWrites(error) from None
 
-    money = balance(conn, peer)
-    held = hold if hold_id is not None else 0
-    return Admission(peer, hold_id, held, money.balance, replay=replay)
+    # A hold moves money from available to held; the balance, their sum, stays.
+    placed = hold if hold_id is not None else 0
+    return Admission(peer, hold_id, placed, available + held, replay=replay)
 
 
 def place_hold(
@@ -180,11 +192,10 @@ def place_hold(
     except sqlite3.IntegrityError as error:
         if "no_overdraft" not in str(error):
             raise
-        available = balance(conn, peer).available
         raise InsufficientCredits(
-            f"this request needs a hold of {amount} credit units;"
-            f" {available} are available"
+            f"a hold of {amount} exceeds what is available"
         ) from None
+
     hold_id = cursor.lastrowid
     assert hold_id is not None
     return hold_id
