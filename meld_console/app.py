@@ -112,10 +112,15 @@ class MeldConsole(App[int]):
         self.log_path = log_path if log_path is not None else node.config.log_path
         self.actor = _operator()
         self.paused = False
+        """Whether refresh is paused (`p`)."""
         self.stopping = False
+        """Set once a shutdown began; nothing refreshes after it."""
         self.stress_running = False
+        """Whether the Stress screen has a run going; quitting then asks first."""
         self.snapshot: NodeSnapshot | None = None
+        """The latest snapshot taken, shown at once by a screen coming into view."""
         self.node_ready = asyncio.Event()
+        """Set once the node serves."""
         self._source = snapshot_source or node.snapshot
         self._node_running = False
 
@@ -155,6 +160,10 @@ class MeldConsole(App[int]):
             return
         self.stopping = True
         log.info("shutting down: %s", reason)
+        for worker in self.workers:
+            # A stress run would only fire at a node that is going away.
+            if worker.group == "stress":
+                worker.cancel()
         if isinstance(self.screen, LiveScreen):
             self.screen.show_message("stopping the node: in-flight requests finish…")
         self._stop_then_exit()

@@ -48,6 +48,7 @@ class LogLine:
 
     @property
     def rank(self) -> int:
+        """The level's position in LEVELS: higher is more severe."""
         return LEVELS.index(self.level)
 
 

@@ -145,7 +145,10 @@ CREATE TABLE IF NOT EXISTS requests (
     at REAL NOT NULL,
     stream INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS requests_by_peer ON requests (peer, at);
+-- Requests per peer in the last hour scan by time; an older ledger had the
+-- index the other way round.
+DROP INDEX IF EXISTS requests_by_peer;
+CREATE INDEX IF NOT EXISTS requests_by_time ON requests (at, peer);
 
 CREATE TABLE IF NOT EXISTS idempotency (
     peer TEXT NOT NULL,

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from textual.widgets import DataTable, Input
+
 from meld_console.app import MeldConsole
 from meld_console.logs import configure_console_logging
 from meld_console.screens import CreditDialog, PeersScreen
@@ -164,7 +166,14 @@ async def main(size: tuple[int, int], out: Path) -> None:
         await pilot.press("escape", "3")
         await shoot(app, out, "network")
         await pilot.press("4")
+        stress = app.screen
+        stress.query_one("#stress-levels", Input).value = "4,8,16"
+        stress.query_one("#stress-levels", Input).focus()
+        await pilot.press("enter")
+        results = stress.query_one("#stress-results", DataTable)
+        await until(lambda: results.row_count >= 2, 120)
         await shoot(app, out, "stress")
+        await pilot.press("escape")
         await pilot.press("5")
         await shoot(app, out, "log")
         await pilot.press("1", "question_mark")

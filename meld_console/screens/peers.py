@@ -106,6 +106,7 @@ class PeersScreen(LiveScreen):
 
     @property
     def table(self) -> PeerTable:
+        """The peer table of this screen."""
         return self.query_one(PeerTable)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

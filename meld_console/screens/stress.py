@@ -1,26 +1,214 @@
-"""Placeholder for the stress-fire panel, which has its own issue."""
+"""Stress runs from the console: rising concurrency levels against this node."""
 
 from __future__ import annotations
 
-from textual.app import ComposeResult
-from textual.widgets import Static
+import asyncio
 
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import Button, DataTable, Input, Label, Select
+
+from meld_core.errors import MeldError
+from meld_core.stress import MAX_LEVEL, RequestOutcome, StressResult, run_stress
+from meld_core.types import NodeSnapshot
+
+from .. import format as fmt
 from .base import LiveScreen
 
-NOT_YET = """\
-Stress runs from the console are not built yet.
+DEFAULT_LEVELS = "1,5,10,20"
+RESULT_COLUMNS = (
+    ("level", 5),
+    ("sent", 5),
+    ("ok", 5),
+    ("failed", 6),
+    ("p50", 7),
+    ("p95", 7),
+    ("p99", 7),
+    ("req/s", 6),
+    ("queue", 5),
+)
 
-Until then, fire one from another shell; the Dashboard shows its load live
-while it runs:
 
-    meld-console stress --target self --model sim-small --levels 1,5,10,20
-"""
+def parse_levels(text: str) -> list[int] | None:
+    """Levels such as `1,5,10,20`, or None when the text is not a list of them."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts or not all(part.isdigit() for part in parts):
+        return None
+    levels = [int(part) for part in parts]
+    return levels if all(1 <= level <= MAX_LEVEL for level in levels) else None
 
 
 class StressScreen(LiveScreen):
-    """Says honestly that the stress panel does not exist yet, and what to use."""
+    """Fires signed requests at this node as its console peer; one row per level."""
 
     MODE = "stress"
 
+    BINDINGS = [
+        Binding("ctrl+r", "start", "Start"),
+        Binding("escape", "stop", "Stop"),
+    ]
+
+    class LevelFinished(Message):
+        """A concurrency level of the run has finished."""
+
+        def __init__(self, result: StressResult) -> None:
+            super().__init__()
+            self.result = result
+
+    class RunEnded(Message):
+        """The run finished, was stopped, or failed; `note` says which."""
+
+        def __init__(self, note: str, *, failed: bool = False) -> None:
+            super().__init__()
+            self.note = note
+            self.failed = failed
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._level = 0
+        self._done = 0
+        self._failed = 0
+
     def compose_body(self) -> ComposeResult:
-        yield Static(NOT_YET, id="not-yet", classes="hint")
+        node = self.console.node
+        models = [m for b in node.config.backends for m in b.models]
+        yield Label(
+            f"Stress this node, signed as {node.console_peer}; the load comes from "
+            "this process",
+            classes="section-title",
+        )
+        with Horizontal(id="stress-form"):
+            yield Select(
+                [(model, model) for model in models],
+                value=models[0],
+                allow_blank=False,
+                id="stress-model",
+            )
+            yield Input(DEFAULT_LEVELS, placeholder="levels", id="stress-levels")
+            yield Input(
+                placeholder="per level",
+                restrict=r"[0-9]*",
+                max_length=6,
+                id="stress-count",
+            )
+            yield Button("Start", id="stress-start", variant="primary")
+        yield Label(
+            "Idle. Levels run one after another; Escape stops.", id="stress-status"
+        )
+        yield DataTable(id="stress-results", cursor_type="none")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#stress-results", DataTable)
+        for label, width in RESULT_COLUMNS:
+            table.add_column(label, width=width, key=label)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # A run spends the console peer's credits, so it changes money.
+        if action == "start" and self.console.read_only:
+            return False
+        if action == "stop":
+            return self.console.stress_running
+        return True
+
+    def show_snapshot(self, snapshot: NodeSnapshot) -> None:
+        if self.console.stress_running:
+            self._show_status(
+                f"Level {self._level}: {self._done} done, {self._failed} failed."
+            )
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "stress-start":
+            self.action_start()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.action_start()
+
+    def action_start(self) -> None:
+        if self.console.read_only:
+            self.notify(
+                "Read-only console: a stress run spends credits.", severity="warning"
+            )
+            return
+        if self.console.stress_running:
+            return
+        levels = parse_levels(self.query_one("#stress-levels", Input).value)
+        if levels is None:
+            self._show_status(
+                f"Levels are whole numbers from 1 to {MAX_LEVEL}, such as 1,5,10."
+            )
+            return
+        count_text = self.query_one("#stress-count", Input).value
+        count = (
+            int(count_text) if count_text.isdigit() and int(count_text) > 0 else None
+        )
+        model = str(self.query_one("#stress-model", Select).value)
+        self.query_one("#stress-results", DataTable).clear()
+        self.console.stress_running = True
+        self.query_one("#stress-start", Button).disabled = True
+        self._show_status(f"Starting: {model} at levels {','.join(map(str, levels))}.")
+        self._run(model, levels, count)
+
+    def action_stop(self) -> None:
+        self.workers.cancel_group(self, "stress")
+
+    @work(group="stress", exclusive=True)
+    async def _run(self, model: str, levels: list[int], count: int | None) -> None:
+        node = self.console.node
+        self._done = self._failed = 0
+        try:
+            await run_stress(
+                node.url,
+                node.console_peer,
+                node.console_secret,
+                model,
+                levels,
+                requests_per_level=count,
+                on_result=self._counted,
+                on_level=self._level_finished,
+            )
+        except MeldError as exc:
+            self.post_message(
+                self.RunEnded(f"The run failed: {exc.message}", failed=True)
+            )
+        except asyncio.CancelledError:
+            self.post_message(self.RunEnded("Stopped."))
+            raise
+        else:
+            self.post_message(self.RunEnded("Finished."))
+
+    def _level_finished(self, result: StressResult) -> None:
+        self.post_message(self.LevelFinished(result))
+
+    def _counted(self, level: int, outcome: RequestOutcome) -> None:
+        self._level = level
+        self._done += 1
+        self._failed += not outcome.ok
+
+    def on_stress_screen_level_finished(self, message: LevelFinished) -> None:
+        result = message.result
+        self.query_one("#stress-results", DataTable).add_row(
+            str(result.level),
+            str(result.sent),
+            str(result.ok),
+            str(result.failed),
+            fmt.millis(result.p50_ms),
+            fmt.millis(result.p95_ms),
+            fmt.millis(result.p99_ms),
+            fmt.rate(result.throughput_rps),
+            str(result.queue_positions_seen),
+        )
+
+    def on_stress_screen_run_ended(self, message: RunEnded) -> None:
+        self.console.stress_running = False
+        self.query_one("#stress-start", Button).disabled = False
+        self._show_status(
+            f"{message.note} {self._done} requests, {self._failed} failed."
+        )
+        if message.failed:
+            self.notify(message.note, severity="error")
+
+    def _show_status(self, text: str) -> None:
+        self.query_one("#stress-status", Label).update(text)

@@ -70,6 +70,7 @@ class PeerTable(DataTable[Text]):
 
     @property
     def filter_text(self) -> str:
+        """The text peer ids must contain to be shown; empty shows all."""
         return self._filter
 
     @property

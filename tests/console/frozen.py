@@ -156,6 +156,8 @@ class FrozenNode:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.url = "http://127.0.0.1:8787"
+        self.console_peer = config.console_peer
+        self.console_secret = "msk_" + "C" * 43
         self._peers = {p.id: p for p in frozen_peers()}
         self._transfers: list[Transfer] = [
             Transfer(
