@@ -21,6 +21,7 @@ from .config import Config
 from .errors import StartError
 from .ledger import Ledger
 from .metrics import NodeMetrics
+from .node_lock import NodeLock
 from .remotes import RemoteWatcher
 from .router import Router
 from .server import create_app
@@ -63,6 +64,7 @@ class Node:
         self.console_secret = ""
         self.started_at = wall_clock()
         self._started_mono = clock()
+        self._lock = NodeLock(config.db_path)
         self._ledger: Ledger | None = None
         self._router: Router | None = None
         self.backends: dict[str, Backend] = {}
@@ -91,9 +93,29 @@ class Node:
         return self._router
 
     async def start(self) -> None:
-        """Open the ledger, free holds a crash left, start backends, then serve."""
-        data_dir = self.config.node.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """Open the ledger, free holds a crash left, start backends, then serve.
+
+        Raises StartError when another node serves from the same ledger or the
+        address is taken; whatever was opened by then is closed again.
+        """
+        self.config.node.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock.acquire()
+        try:
+            await self._open_parts()
+            await self._serve()
+        except BaseException:
+            await self._close_parts()
+            raise
+        self._tasks = [
+            asyncio.create_task(self._every(HEALTH_EVERY_S, self._probe_health)),
+            asyncio.create_task(self._every(SWEEP_EVERY_S, self._sweep)),
+            asyncio.create_task(self._every(PRUNE_EVERY_S, self.ledger.prune)),
+        ]
+        if self.config.remotes:
+            self._tasks.append(asyncio.create_task(self.remotes.run()))
+        log.info("node %s serving on %s", self.config.node.id, self.url)
+
+    async def _open_parts(self) -> None:
         self._ledger = await Ledger.open(self.config.db_path)
         released = await self._ledger.release_stale_holds()
         if released:
@@ -113,15 +135,6 @@ class Node:
             wall_clock=self.wall_clock,
         )
         await self._refresh_limits()
-        await self._serve()
-        self._tasks = [
-            asyncio.create_task(self._every(HEALTH_EVERY_S, self._probe_health)),
-            asyncio.create_task(self._every(SWEEP_EVERY_S, self._sweep)),
-            asyncio.create_task(self._every(PRUNE_EVERY_S, self._ledger.prune)),
-        ]
-        if self.config.remotes:
-            self._tasks.append(asyncio.create_task(self.remotes.run()))
-        log.info("node %s serving on %s", self.config.node.id, self.url)
 
     async def _serve(self) -> None:
         settings = self.config.node
@@ -135,7 +148,6 @@ class Node:
             sock.bind((settings.host, settings.port))
         except OSError as exc:
             sock.close()
-            await self._close_parts()
             raise StartError(
                 f"cannot listen on {settings.listen}: {exc.strerror}"
             ) from None
@@ -152,6 +164,8 @@ class Node:
             lifespan="off",
             loop="none",
             server_header=False,
+            # The node reads no client address, so X-Forwarded-* buys nothing.
+            proxy_headers=False,
             timeout_keep_alive=30,
             timeout_graceful_shutdown=GRACE_S,
             backlog=2048,
@@ -162,7 +176,6 @@ class Node:
         await server.startup(sockets=[sock])
         if not server.started:
             sock.close()
-            await self._close_parts()
             raise StartError(f"cannot serve on {settings.listen}")
 
         async def run() -> None:
@@ -198,6 +211,7 @@ class Node:
             await backend.close()
         if self._ledger is not None:
             await self._ledger.close()
+        self._lock.release()
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
