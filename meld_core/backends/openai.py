@@ -27,7 +27,7 @@ from .base import (
     usage_json,
     wants_usage_chunk,
 )
-from .http import TRANSPORT_ERRORS, describe, make_client
+from .http import TRANSPORT_ERRORS, Reply, UpstreamClient, describe
 from .sse import ServerSentEvent, aiter_events
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class OpenAIBackend(Backend):
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
-        self._client: httpx.AsyncClient | None = None
+        self._client: UpstreamClient | None = None
 
     @property
     def chat_url(self) -> str:
@@ -67,7 +67,7 @@ class OpenAIBackend(Backend):
         timeout_s = min(HEALTH_TIMEOUT_S, self.config.request_timeout_s)
         try:
             async with asyncio.timeout(timeout_s):
-                response = await self._http().get(
+                response = await self._http().httpx.get(
                     self.health_url, headers=self._headers()
                 )
         except Exception as exc:
@@ -81,8 +81,8 @@ class OpenAIBackend(Backend):
 
         try:
             async with asyncio.timeout_at(deadline):
-                response = await self._http().post(
-                    self.chat_url, json=payload, headers=self._headers()
+                response = await self._http().post_json(
+                    self.chat_url, payload, self._headers()
                 )
         except TimeoutError:
             raise self.timeout("no complete answer") from None
@@ -98,7 +98,7 @@ class OpenAIBackend(Backend):
         return Completion(body, usage)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk | Usage]:
-        client = self._http()
+        client = self._http().httpx
         http_request = client.build_request(
             "POST", self.chat_url, json=self.payload(request), headers=self._headers()
         )
@@ -145,9 +145,9 @@ class OpenAIBackend(Backend):
             body.pop("stream_options", None)
         return body
 
-    def _http(self) -> httpx.AsyncClient:
+    def _http(self) -> UpstreamClient:
         if self._client is None:
-            self._client = make_client(self.config.max_concurrency)
+            self._client = UpstreamClient(self.config.max_concurrency)
         return self._client
 
     def _headers(self) -> dict[str, str]:
@@ -231,7 +231,9 @@ class OpenAIBackend(Backend):
             raise self.error("answered JSON that is not a chat completion")
         return body
 
-    def _check_status(self, request: ChatRequest, response: httpx.Response) -> None:
+    def _check_status(
+        self, request: ChatRequest, response: Reply | httpx.Response
+    ) -> None:
         if response.is_success:
             return
         retry_after_s = _retry_after(response.headers.get("retry-after"))
