@@ -81,3 +81,20 @@ parallel = 1
             await asyncio.gather(*(worker() for _ in range(6)))
         assert route.queue.slots <= 2
         assert node.snapshot().backends[0].slots == route.queue.slots
+
+
+def test_history_keeps_each_closed_bucket_median_and_the_open_one_live() -> None:
+    now = [2000.0]
+    stats = BackendStats(clock=lambda: now[0])
+    for latency in (10.0, 30.0, 20.0, 90.0, 40.0):
+        stats.record(latency, ok=True)
+    now[0] += 2
+    for latency in (5.0, 7.0, 9.0):
+        stats.record(latency, ok=True)
+    latency, throughput = stats.history()
+    assert (latency[-2], throughput[-2]) == (30.0, 2.5)
+    assert (latency[-1], throughput[-1]) == (7.0, 1.5)
+    stats.record(1.0, ok=True)
+    stats.record(1.0, ok=True)
+    latency, _ = stats.history()
+    assert (latency[-2], latency[-1]) == (30.0, 5.0)
