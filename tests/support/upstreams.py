@@ -362,10 +362,13 @@ class FakeOllama(FakeOpenAI):
         "402": (402, "api_error", None),
         "429": (429, "api_error", None),
         "500": (500, "api_error", None),
+        "503": (503, "api_error", None),
         "404": (404, "not_found_error", None),
     }
     messages = FakeOpenAI.messages | {
         "500": "llama runner process has terminated: exit status 2",
+        # What Ollama answers past OLLAMA_MAX_QUEUE waiting requests.
+        "503": "server busy, please try again.  maximum pending requests exceeded",
     }
 
     def __init__(
