@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..config import BackendConfig
-from ..errors import UpstreamError, UpstreamTimeout
+from ..errors import MeldError, Overloaded, UpstreamError, UpstreamTimeout
+
+log = logging.getLogger(__name__)
 
 # A common rule of thumb for English text and BPE tokenizers; only used when an
 # upstream reports no usage, so the charge is close rather than exact.
@@ -84,6 +87,20 @@ class Backend(abc.ABC):
         """An UpstreamError whose message names this backend."""
         return UpstreamError(
             f"backend '{self.name}': {what}", retry_after_s=retry_after_s
+        )
+
+    def overloaded(self, what: str, *, retry_after_s: float) -> Overloaded:
+        """An Overloaded for a backend that refused for capacity, for now."""
+        return Overloaded(f"backend '{self.name}': {what}", retry_after_s=retry_after_s)
+
+    def log_failure(self, request: ChatRequest, exc: MeldError) -> None:
+        """One log line for a request this backend failed; messages hold no prompt."""
+        log.warning(
+            "backend=%s request_id=%s %s: %s",
+            self.name,
+            request.request_id,
+            exc.type,
+            exc.message,
         )
 
     def timeout(self, what: str) -> UpstreamTimeout:

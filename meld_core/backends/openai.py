@@ -7,14 +7,14 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeGuard
 
 import httpx
 
 from ..config import BackendConfig
-from ..errors import UpstreamError
+from ..errors import MeldError, UpstreamError
 from .base import (
     Backend,
     ChatRequest,
@@ -36,6 +36,11 @@ HEALTH_TIMEOUT_S = 3.0
 # Enough of an error body to name the problem, not enough to flood a log line.
 DETAIL_CHARS = 300
 DRAIN_S = 0.1
+# An upstream saying it is full (rate limit, overload) is asked again later, not
+# reported broken; without its Retry-After a peer waits this long.
+BUSY_STATUSES = frozenset({429, 503})
+BUSY_RETRY_S = 1.0
+KEY_STATUSES = frozenset({401, 403})
 
 
 class OpenAIBackend(Backend):
@@ -76,6 +81,24 @@ class OpenAIBackend(Backend):
         return response.is_success
 
     async def complete(self, request: ChatRequest) -> Completion:
+        try:
+            return await self._complete(request)
+        except MeldError as exc:
+            self.log_failure(request, exc)
+            raise
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk | Usage]:
+        items = self._stream(request)
+        try:
+            async for item in items:
+                yield item
+        except MeldError as exc:
+            self.log_failure(request, exc)
+            raise
+        finally:
+            await items.aclose()
+
+    async def _complete(self, request: ChatRequest) -> Completion:
         payload = self.payload(request)
         deadline = asyncio.get_running_loop().time() + self.config.request_timeout_s
 
@@ -87,17 +110,19 @@ class OpenAIBackend(Backend):
         except TimeoutError:
             raise self.timeout("no complete answer") from None
         except TRANSPORT_ERRORS as exc:
-            raise self._transport_error(request, exc) from None
-        self._check_status(request, response)
+            raise self._transport_error(exc) from None
+        self._check_status(response)
 
         body = self._completion_body(response.content)
         usage = _read_usage(body.get("usage"))
         if usage is None:
-            usage = _estimate(request, _completion_chars(body))
+            usage = self._estimate(request, _completion_chars(body))
             body["usage"] = usage_json(usage)
         return Completion(body, usage)
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk | Usage]:
+    async def _stream(
+        self, request: ChatRequest
+    ) -> AsyncGenerator[Chunk | Usage, None]:
         client = self._http().httpx
         http_request = client.build_request(
             "POST", self.chat_url, json=self.payload(request), headers=self._headers()
@@ -125,7 +150,7 @@ class OpenAIBackend(Backend):
             await _drain(events, deadline)
         finally:
             await response.aclose()
-        yield usage or _estimate(request, output_chars)
+        yield usage or self._estimate(request, output_chars)
 
     def payload(self, request: ChatRequest) -> dict[str, Any]:
         """The body sent upstream: the caller's, with model, cap and stream set."""
@@ -144,6 +169,16 @@ class OpenAIBackend(Backend):
         else:
             body.pop("stream_options", None)
         return body
+
+    def _estimate(self, request: ChatRequest, output_chars: int) -> Usage:
+        """Usage counted here, for an upstream that reported none."""
+        log.info(
+            "backend=%s request_id=%s reported no usage; charging an estimate",
+            self.name,
+            request.request_id,
+        )
+        input_tokens = estimate_tokens(prompt_chars(request.body))
+        return Usage(input_tokens, estimate_tokens(output_chars), estimated=True)
 
     def _http(self) -> UpstreamClient:
         if self._client is None:
@@ -167,12 +202,12 @@ class OpenAIBackend(Backend):
         except TimeoutError:
             raise self.timeout("no answer") from None
         except TRANSPORT_ERRORS as exc:
-            raise self._transport_error(request, exc) from None
+            raise self._transport_error(exc) from None
         try:
             if not response.is_success:
                 async with asyncio.timeout_at(deadline):
                     await response.aread()
-                self._check_status(request, response)
+                self._check_status(response)
             kind = response.headers.get("content-type", "")
             if not kind.startswith("text/event-stream"):
                 raise self.error(
@@ -183,7 +218,7 @@ class OpenAIBackend(Backend):
             raise self.timeout("no answer") from None
         except TRANSPORT_ERRORS as exc:
             await response.aclose()
-            raise self._transport_error(request, exc) from None
+            raise self._transport_error(exc) from None
         except BaseException:
             await response.aclose()
             raise
@@ -204,7 +239,7 @@ class OpenAIBackend(Backend):
         except TimeoutError:
             raise self.timeout("no stream event") from None
         except TRANSPORT_ERRORS as exc:
-            raise self._transport_error(request, exc) from None
+            raise self._transport_error(exc) from None
         return None if event.data.strip() == "[DONE]" else event
 
     def _chunk_data(self, event: ServerSentEvent) -> dict[str, Any]:
@@ -231,32 +266,34 @@ class OpenAIBackend(Backend):
             raise self.error("answered JSON that is not a chat completion")
         return body
 
-    def _check_status(
-        self, request: ChatRequest, response: Reply | httpx.Response
-    ) -> None:
+    def _check_status(self, response: Reply | httpx.Response) -> None:
         if response.is_success:
             return
+        status = response.status_code
         retry_after_s = _retry_after(response.headers.get("retry-after"))
-        what = f"upstream answered {response.status_code}"
+        what = f"upstream answered {status}"
         if response.reason_phrase:
             what += f" {response.reason_phrase}"
         what += f": {self._detail(_json_or_text(response.content))}"
         if retry_after_s is not None:
             what += f" (Retry-After: {retry_after_s:g} s)"
-        log.warning(
-            "backend=%s request_id=%s upstream status %s",
-            self.name,
-            request.request_id,
-            response.status_code,
-        )
+        if status in KEY_STATUSES:
+            what += f"; {self._key_hint()}"
+        if status in BUSY_STATUSES:
+            raise self.overloaded(what, retry_after_s=retry_after_s or BUSY_RETRY_S)
         raise self.error(what, retry_after_s=retry_after_s)
 
-    def _transport_error(
-        self, request: ChatRequest, exc: BaseException
-    ) -> UpstreamError:
-        what = self._scrub(describe(exc))
-        log.warning("backend=%s request_id=%s %s", self.name, request.request_id, what)
-        return self.error(what)
+    def _key_hint(self) -> str:
+        """What an operator should check when the upstream refuses the node's key."""
+        env = self.config.api_key_env
+        if env is None:
+            return "the backend has no api_key_env configured"
+        if not self.config.api_key():
+            return f"{env} is not set in the node's environment"
+        return f"check the API key in {env}"
+
+    def _transport_error(self, exc: BaseException) -> UpstreamError:
+        return self.error(self._scrub(describe(exc)))
 
     def _detail(self, body: Any) -> str:
         """The message inside an error body, in OpenAI's or Ollama's shape."""
@@ -303,11 +340,6 @@ def _read_usage(value: Any) -> Usage | None:
 
 def _is_count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _estimate(request: ChatRequest, output_chars: int) -> Usage:
-    input_tokens = estimate_tokens(prompt_chars(request.body))
-    return Usage(input_tokens, estimate_tokens(output_chars), estimated=True)
 
 
 def _completion_chars(body: dict[str, Any]) -> int:

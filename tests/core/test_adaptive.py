@@ -98,3 +98,87 @@ def test_history_keeps_each_closed_bucket_median_and_the_open_one_live() -> None
     stats.record(1.0, ok=True)
     latency, _ = stats.history()
     assert (latency[-2], latency[-1]) == (30.0, 5.0)
+
+
+def test_a_backend_serving_two_brings_eight_slots_down_to_two() -> None:
+    limit = AdaptiveLimit(8)
+    limit.observe(1.0, 9, saturated=True)
+    # Eight at once on a backend that serves two: most wait three turns inside it.
+    while limit.limit == 8:
+        limit.observe(4.0, 9, saturated=True)
+    # Three at once on it: two of the three wait one turn.
+    while limit.limit == 3:
+        limit.observe(2.0, 9, saturated=True)
+
+    assert limit.limit == 2
+
+
+def test_samples_from_before_a_change_do_not_move_the_limit_again() -> None:
+    limit = AdaptiveLimit(8)
+    limit.observe(1.0, 9, saturated=True)
+    while limit.limit == 8:
+        limit.observe(4.0, 9, saturated=True)
+    changed_to = limit.limit
+
+    # The eight requests started under the old limit finish slow, as they must.
+    for _ in range(8):
+        limit.observe(4.0, 9, saturated=True)
+
+    assert limit.limit == changed_to
+
+
+def test_noise_at_the_right_limit_does_not_take_a_slot_away() -> None:
+    limit = AdaptiveLimit(2, start=2)
+    limit.observe(1.0, 9, saturated=False)
+    for _ in range(40):
+        limit.observe(1.5, 9, saturated=False)
+
+    assert limit.limit == 2
+
+
+SIM_PARALLEL_2 = """
+[[backends]]
+name = "sim"
+kind = "sim"
+models = ["sim-small"]
+max_concurrency = 8
+max_queue = 64
+queue_timeout_s = 120
+request_timeout_s = 120
+adaptive = true
+ttft_s = 0.02
+tpot_s = 0.002
+parallel = 2
+"""
+ROOMY_LIMITS = "[limits]\nrequests_per_minute = 100000\nmax_in_flight = 100\n"
+
+
+@pytest.mark.asyncio
+async def test_twenty_callers_on_a_sim_serving_two_bring_the_limit_toward_two(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path, backends=SIM_PARALLEL_2, extra=ROOMY_LIMITS)
+    async with running_node(config) as node:
+        _, secret = await node.add_peer("agent-1", credits=10_000_000)
+        route = node.router.routes["sim"]
+        slots: list[int] = []
+        queued: list[int] = []
+        statuses: list[int] = []
+        async with peer_client(node, "agent-1", secret) as client:
+
+            async def caller() -> None:
+                for _ in range(6):
+                    response = await client.post(
+                        "/v1/chat/completions", json=chat_body(max_tokens=16)
+                    )
+                    statuses.append(response.status_code)
+                    slots.append(route.queue.slots)
+                    queued.append(route.queue.waiting)
+
+            await asyncio.gather(*(caller() for _ in range(20)))
+
+    assert statuses == [200] * 120  # nothing timed out or was refused
+    settled = slots[len(slots) // 2 :]
+    assert max(settled) <= 3 and min(settled) == 2, slots
+    # Callers beyond the slots waited in the node's queue, where they are fair.
+    assert max(queued) > 10

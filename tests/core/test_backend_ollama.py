@@ -15,7 +15,7 @@ from meld_core.backends import (
     create_backend,
 )
 from meld_core.config import BackendConfig
-from meld_core.errors import UpstreamError
+from meld_core.errors import Overloaded, UpstreamError
 from tests.support.upstreams import FakeOllama
 
 MODEL = "llama3.2:3b"
@@ -114,6 +114,37 @@ async def test_a_crashed_runner_is_an_upstream_error_quoting_ollama(
 
     assert "500" in caught.value.message
     assert "llama runner process has terminated" in caught.value.message
+
+
+@pytest.mark.parametrize("native", [False, True])
+async def test_a_full_ollama_queue_is_overloaded_and_retried_later(
+    backend: OllamaBackend,
+    ollama: FakeOllama,
+    monkeypatch: pytest.MonkeyPatch,
+    native: bool,
+) -> None:
+    monkeypatch.setattr(ollama, "native_errors", native)
+    monkeypatch.setattr(ollama, "retry_after", None)
+
+    with pytest.raises(Overloaded) as caught:
+        await backend.complete(chat("fake-503"))
+
+    assert (caught.value.status, caught.value.type) == (429, "overloaded")
+    assert "server busy, please try again." in caught.value.message
+    assert caught.value.retry_after_s is not None and caught.value.retry_after_s >= 1
+
+
+async def test_a_stream_waits_through_keep_alives_and_counts_ollamas_usage(
+    backend: OllamaBackend, ollama: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ollama, "delay_s", 0.3)
+
+    items = [item async for item in backend.stream(chat("fake-busy", stream=True))]
+
+    assert ollama.last.body["stream_options"] == {"include_usage": True}
+    usage = items[-1]
+    assert isinstance(usage, Usage) and not usage.estimated
+    assert usage.input_tokens == ollama.prompt_tokens(ollama.last.body)
 
 
 async def test_health_asks_the_tags_endpoint(

@@ -20,8 +20,13 @@ from meld_core.backends import (
     create_backend,
 )
 from meld_core.config import BackendConfig
-from meld_core.errors import InsufficientCredits, UpstreamError, UpstreamTimeout
-from tests.support.upstreams import FakeOpenAI
+from meld_core.errors import (
+    InsufficientCredits,
+    Overloaded,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from tests.support.upstreams import FakeDeepSeek, FakeOpenAI
 
 KEY = "sk-test-0123456789abcdefSECRET"
 KEY_ENV = "MELD_TEST_UPSTREAM_KEY"
@@ -205,7 +210,8 @@ async def test_missing_usage_is_estimated_from_characters(
         ("500", "500 Internal Server Error: The server had an error"),
         ("402", "402 Payment Required: Insufficient Balance"),
         ("401", "401 Unauthorized: Incorrect API key"),
-        ("429", "429 Too Many Requests: Rate limit reached"),
+        ("403", "403 Forbidden: Country, region, or territory not supported"),
+        ("404", "404 Not Found: The model `fake-404` does not exist"),
     ],
 )
 async def test_an_upstream_error_status_is_an_upstream_error_quoting_it(
@@ -220,14 +226,62 @@ async def test_an_upstream_error_status_is_an_upstream_error_quoting_it(
     assert words in caught.value.message
 
 
-async def test_an_upstream_429_passes_its_retry_after_on(
-    backend: OpenAIBackend,
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    ("mode", "words"),
+    [
+        ("429", "429 Too Many Requests: Rate limit reached"),
+        ("503", "503 Service Unavailable: The engine is currently overloaded"),
+    ],
+)
+async def test_an_upstream_out_of_capacity_is_overloaded_with_its_retry_after(
+    backend: OpenAIBackend, mode: str, words: str, stream: bool
 ) -> None:
-    with pytest.raises(UpstreamError) as caught:
-        await backend.complete(chat("fake-429"))
+    with pytest.raises(Overloaded) as caught:
+        await answer(backend, chat(f"fake-{mode}", stream=stream))
 
+    assert (caught.value.status, caught.value.type) == (429, "overloaded")
+    assert words in caught.value.message
     assert "(Retry-After: 7 s)" in caught.value.message
     assert caught.value.retry_after_s == 7
+
+
+async def test_an_upstream_429_without_retry_after_still_says_when_to_retry(
+    upstream: FakeOpenAI, backend: OpenAIBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(upstream, "retry_after", None)
+
+    with pytest.raises(Overloaded) as caught:
+        await backend.complete(chat("fake-429"))
+
+    assert caught.value.retry_after_s is not None and caught.value.retry_after_s >= 1
+
+
+@pytest.mark.parametrize(
+    ("env", "hint"),
+    [
+        (KEY_ENV, f"check the API key in {KEY_ENV}"),
+        ("MELD_TEST_UNSET_KEY", "MELD_TEST_UNSET_KEY is not set"),
+    ],
+)
+async def test_a_refused_key_names_the_variable_to_check_and_not_the_key(
+    upstream: FakeOpenAI,
+    transport: str,
+    monkeypatch: pytest.MonkeyPatch,
+    env: str,
+    hint: str,
+) -> None:
+    monkeypatch.setenv(KEY_ENV, "sk-wrong-key-that-the-upstream-echoes")
+    monkeypatch.delenv("MELD_TEST_UNSET_KEY", raising=False)
+    backend = OpenAIBackend(config(upstream.url, api_key_env=env))
+
+    with pytest.raises(UpstreamError) as caught:
+        await backend.complete(chat())
+    await backend.close()
+
+    assert caught.value.status == 502
+    assert hint in caught.value.message
+    assert "sk-wrong-key" not in caught.value.message
 
 
 @pytest.mark.parametrize(
@@ -296,6 +350,62 @@ async def test_a_stream_that_stalls_after_a_token_times_out(
 
     deltas = [c["choices"][0]["delta"] for c in chunk_data(received)]
     assert [d.get("content") for d in deltas] == ["", "Hello"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_keep_alives_before_an_answer_inside_the_timeout_do_not_fail_it(
+    upstream: FakeOpenAI,
+    transport: str,
+    monkeypatch: pytest.MonkeyPatch,
+    stream: bool,
+) -> None:
+    # DeepSeek while busy: keep-alives for a while, then the answer, inside the limit.
+    monkeypatch.setenv(KEY_ENV, KEY)
+    monkeypatch.setattr(upstream, "delay_s", 0.5)
+    backend = OpenAIBackend(config(upstream.url, request_timeout_s=2.0))
+
+    items = await answer(backend, chat("fake-busy", stream=stream))
+    await backend.close()
+
+    usage = items[-1]
+    assert isinstance(usage, Usage) and not usage.estimated
+    assert usage.output_tokens > 0
+    if stream:
+        deltas = [c["choices"][0]["delta"] for c in chunk_data(items)]
+        assert "".join(d.get("content", "") for d in deltas).startswith("Hello")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_keep_alives_past_the_timeout_time_out(
+    upstream: FakeOpenAI,
+    impatient: OpenAIBackend,
+    monkeypatch: pytest.MonkeyPatch,
+    stream: bool,
+) -> None:
+    monkeypatch.setattr(upstream, "delay_s", TIMEOUT_S * 4)
+    started = time.monotonic()
+
+    with pytest.raises(UpstreamTimeout):
+        async with asyncio.timeout(SLACK_S):
+            await answer(impatient, chat("fake-busy", stream=stream))
+
+    assert TIMEOUT_S * 0.9 <= time.monotonic() - started < SLACK_S
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_deepseeks_answer_and_its_cache_split_usage_are_read(
+    transport: str, monkeypatch: pytest.MonkeyPatch, stream: bool
+) -> None:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    async with FakeDeepSeek(api_key=KEY) as deepseek:
+        backend = OpenAIBackend(config(deepseek.url, models=("deepseek-chat",)))
+        items = await answer(backend, chat("deepseek-chat", stream=stream))
+        await backend.close()
+        sent = deepseek.last
+
+    assert sent.path == "/chat/completions"
+    assert sent.headers["authorization"] == f"Bearer {KEY}"
+    assert items[-1] == Usage(deepseek.prompt_tokens(sent.body), 10)
 
 
 async def test_a_slow_answer_inside_the_timeout_succeeds(

@@ -181,7 +181,8 @@ async def test_a_caller_who_leaves_while_running_frees_slot_and_hold(
 
 
 async def test_unlimited_backend_passes_straight_through(tmp_path: Path) -> None:
-    config = write_config(tmp_path, slots=0, ttft_s=0.3)
+    # A queue of one would refuse the second waiter: with no slots there is none.
+    config = write_config(tmp_path, slots=0, max_queue=1, ttft_s=0.3)
     async with running_node(config) as node:
         _, secret = await node.add_peer("agent-1", credits=10_000)
         async with peer_client(node, "agent-1", secret) as client:

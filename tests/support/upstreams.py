@@ -30,7 +30,18 @@ from .fake_server import (
     then_drop,
 )
 
-__all__ = ["MODES", "FakeOllama", "FakeOpenAI", "FakeUpstream", "Received"]
+__all__ = [
+    "MODES",
+    "FakeDeepSeek",
+    "FakeOllama",
+    "FakeOpenAI",
+    "FakeUpstream",
+    "Received",
+]
+
+JSON = "application/json"
+# More prompt tokens than any hold in the tests covers.
+OVERCOUNT = 1_000_000
 
 MODES = (
     "ok",  # a normal answer
@@ -43,10 +54,15 @@ MODES = (
     "keepalive-hang",  # only `: keep-alive` comments and blank lines, forever
     "stall",  # stream: the role chunk and one token, then only keep-alives
     "error-event",  # stream: one token, then an error object as an event
+    "busy",  # keep-alives (stream) or blank lines (not) for `delay_s`, then an answer
+    "overcount",  # a normal answer whose usage claims a million prompt tokens
     "401",
     "402",
+    "403",
+    "404",
     "429",
     "500",
+    "503",
 )
 
 
@@ -61,14 +77,20 @@ class FakeOpenAI(FakeUpstream):
     errors = {
         "401": (401, "invalid_request_error", "invalid_api_key"),
         "402": (402, "unknown_error", "invalid_request_error"),
+        "403": (403, "request_forbidden", "unsupported_country_region_territory"),
+        "404": (404, "invalid_request_error", "model_not_found"),
         "429": (429, "requests", "rate_limit_exceeded"),
         "500": (500, "server_error", None),
+        "503": (503, "server_error", None),
     }
     messages = {
         "401": "Incorrect API key provided: {key}.",
         "402": "Insufficient Balance",
+        "403": "Country, region, or territory not supported",
+        "404": "The model `{model}` does not exist or you do not have access to it.",
         "429": "Rate limit reached for requests. Please try again later.",
         "500": "The server had an error while processing your request. Sorry!",
+        "503": "The engine is currently overloaded, please try again later.",
     }
 
     def __init__(
@@ -143,11 +165,16 @@ class FakeOpenAI(FakeUpstream):
         if denied := self._check_key(request) or self._check_model(body):
             return denied
         if mode in self.errors:
-            return self._error(mode, self.messages[mode].format(key=self.api_key))
+            message = self.messages[mode].format(key=self.api_key, model=body["model"])
+            return self._error(mode, message)
         if mode == "hang":
             return WireResponse(self, forever(), status=None)
         if mode == "slow":
             await self.pause(self.delay_s)
+        if mode == "busy" and not body.get("stream"):
+            return WireResponse(
+                self, self._busy_then(self._body(body, mode)), media_type=JSON
+            )
         if body.get("stream"):
             return WireResponse(self, self._stream_pieces(body, mode))
         return self._complete(body, mode)
@@ -171,7 +198,7 @@ class FakeOpenAI(FakeUpstream):
         error = {"message": message, "type": kind, "param": None, "code": err_code}
         headers = (
             {"retry-after": self.retry_after}
-            if status == 429 and self.retry_after
+            if status in (429, 503) and self.retry_after
             else {}
         )
         return JSONResponse({"error": error}, status_code=status, headers=headers)
@@ -197,8 +224,11 @@ class FakeOpenAI(FakeUpstream):
             "system_fingerprint": self.fingerprint,
         }
 
-    def usage(self, body: dict[str, Any], tokens: list[str]) -> dict[str, Any]:
-        prompt = self.prompt_tokens(body)
+    def usage(
+        self, body: dict[str, Any], tokens: list[str], *, prompt: int | None = None
+    ) -> dict[str, Any]:
+        """An OpenAI `usage` object: what the fake counts, or `prompt` if given."""
+        prompt = self.prompt_tokens(body) if prompt is None else prompt
         return {
             "prompt_tokens": prompt,
             "completion_tokens": len(tokens),
@@ -228,12 +258,17 @@ class FakeOpenAI(FakeUpstream):
     def token_delta(self, token: str) -> dict[str, Any]:
         return {"content": token}
 
-    def _complete(self, body: dict[str, Any], mode: str) -> Response:
+    def _body(self, body: dict[str, Any], mode: str) -> bytes:
         tokens, finish = self.answer(body)
         completion = self.completion(body, tokens, finish)
         if mode == "nousage":
             del completion["usage"]
-        raw = json.dumps(completion).encode()
+        if mode == "overcount":
+            completion["usage"] = self.usage(body, tokens, prompt=OVERCOUNT)
+        return json.dumps(completion).encode()
+
+    def _complete(self, body: dict[str, Any], mode: str) -> Response:
+        raw = self._body(body, mode)
         if mode in ("malformed", "truncated"):
             return Response(raw[: len(raw) // 2], media_type="application/json")
         if mode in ("keepalive-hang", "stall"):
@@ -256,6 +291,9 @@ class FakeOpenAI(FakeUpstream):
         if mode == "keepalive-hang":
             async for piece in self._keepalive():
                 yield piece
+        if mode == "busy":
+            async for piece in self._busy_then(b""):
+                yield piece
         tokens, finish = self.answer(body)
         yield _event(self.chunk(body, self.role_delta(""), None))
         for index, token in enumerate(tokens):
@@ -277,10 +315,26 @@ class FakeOpenAI(FakeUpstream):
         yield _event(self.chunk(body, {}, finish))
         if _include_usage(body) and mode != "nousage":
             final = self.chunk(body, {}, None) | {"choices": [], "usage": None}
-            final["usage"] = self.usage(body, tokens)
+            prompt = OVERCOUNT if mode == "overcount" else None
+            final["usage"] = self.usage(body, tokens, prompt=prompt)
             yield _event(final)
         if mode != "truncated":
             yield b"data: [DONE]\n\n"
+
+    async def _busy_then(self, answer: bytes) -> AsyncIterator[bytes]:
+        """Keep the connection alive for `delay_s`, as DeepSeek does, then answer.
+
+        A stream gets `: keep-alive` comments and blank lines; a plain answer gets
+        blank lines ahead of its JSON, which JSON parsers skip as whitespace.
+        """
+        pieces = (b"\n",) if answer else (b": keep-alive\n\n", b"\n")
+        deadline = time.monotonic() + self.delay_s
+        while time.monotonic() < deadline:
+            for piece in pieces:
+                yield piece
+                await asyncio.sleep(self.keepalive_interval_s)
+        if answer:
+            yield answer
 
     async def _blank_lines(self) -> AsyncIterator[bytes]:
         while True:
@@ -308,10 +362,13 @@ class FakeOllama(FakeOpenAI):
         "402": (402, "api_error", None),
         "429": (429, "api_error", None),
         "500": (500, "api_error", None),
+        "503": (503, "api_error", None),
         "404": (404, "not_found_error", None),
     }
     messages = FakeOpenAI.messages | {
         "500": "llama runner process has terminated: exit status 2",
+        # What Ollama answers past OLLAMA_MAX_QUEUE waiting requests.
+        "503": "server busy, please try again.  maximum pending requests exceeded",
     }
 
     def __init__(
@@ -389,6 +446,53 @@ class FakeOllama(FakeOpenAI):
     def token_delta(self, token: str) -> dict[str, Any]:
         # Ollama repeats the role in every delta.
         return {"role": "assistant", "content": token}
+
+
+class FakeDeepSeek(FakeOpenAI):
+    """DeepSeek's API: `/chat/completions` at the root, cache counts in `usage`.
+
+    DeepSeek's `base_url` has no `/v1`, its usage splits the prompt into cache hits
+    and misses, and its errors use its own words.
+    """
+
+    errors = FakeOpenAI.errors | {
+        "401": (401, "authentication_error", "invalid_request_error"),
+        "402": (402, "unknown_error", "invalid_request_error"),
+        "503": (503, "unknown_error", "invalid_request_error"),
+    }
+    messages = FakeOpenAI.messages | {
+        "401": "Authentication Fails, Your api key: {key} is invalid",
+        "429": "Rate Limit Reached",
+        "503": "Server overloaded, please try again later",
+    }
+
+    def __init__(
+        self, *, models: tuple[str, ...] = ("deepseek-chat",), **options: Any
+    ) -> None:
+        super().__init__(models=models, **options)
+
+    @property
+    def url(self) -> str:
+        return self.root
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/chat/completions", self._chat, methods=["POST"]),
+                Route("/models", self._models, methods=["GET"]),
+            ]
+        )
+
+    def usage(
+        self, body: dict[str, Any], tokens: list[str], *, prompt: int | None = None
+    ) -> dict[str, Any]:
+        usage = super().usage(body, tokens, prompt=prompt)
+        hit = usage["prompt_tokens"] // 2
+        return usage | {
+            "prompt_cache_hit_tokens": hit,
+            "prompt_cache_miss_tokens": usage["prompt_tokens"] - hit,
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        }
 
 
 def _event(data: dict[str, Any]) -> bytes:
