@@ -146,6 +146,44 @@ class Ledger:
 
         return await self._writer.run(op)
 
+    async def finish(
+        self,
+        peer: str,
+        hold_id: int | None,
+        charge: int,
+        *,
+        record: RequestRecord,
+        keep: Callable[[Balance], tuple[str, int, str, bytes]] | None = None,
+    ) -> Balance:
+        """Settle a served request's hold, log it and keep its answer, in one op.
+
+        A crash then keeps all three or none: a retry with the request's
+        Idempotency-Key replays the answer, or runs again, and is charged once.
+
+        Args:
+            hold_id: None for a request that held nothing (a free model).
+            keep: makes, from the balance after the charge, the Idempotency-Key
+                and the answer (status, content type, body) to keep for it.
+                Runs in the database thread.
+        """
+        if charge < 0:
+            raise InvalidRequest("a charge cannot be negative")
+        now = self._clock()
+
+        def op(conn: sqlite3.Connection) -> Balance:
+            who, resolved = peer, True
+            if hold_id is not None:
+                who, resolved = ops.resolve_hold(
+                    conn, hold_id, charge, now=now, reason="unused hold"
+                )
+            after = ops.balance(conn, who)
+            if resolved:
+                done = keep(after) if keep is not None else None
+                ops.log_request(conn, record, who, done=done)
+            return after
+
+        return await self._writer.run(op)
+
     async def release(
         self,
         hold_id: int,
@@ -184,19 +222,19 @@ class Ledger:
         )
         await self._writer.run(op)
 
-    async def remember(
-        self, peer: str, key: str, status: int, content_type: str, body: bytes
-    ) -> None:
-        """Keep the answer to a request's Idempotency-Key, for retries within a day."""
-        done = (key, status, content_type, body)
-        await self._writer.run(
-            partial(ops.log_request, record=None, peer=peer, done=done)
-        )
-
     async def release_stale_holds(self, *, reason: str = "node restart") -> int:
-        """Release every open hold (left by a crash); returns how many."""
+        """Release every open hold and forget every Idempotency-Key still in
+        progress, as a crash left them; returns how many holds.
+
+        Only the node that holds the ledger's lock may call this: the requests
+        behind those holds and keys must be gone, not running elsewhere.
+        """
         now = self._clock()
-        op = partial(ops.release_holds, now=now, reason=reason, expired=False)
+
+        def op(conn: sqlite3.Connection) -> int:
+            ops.forget_pending_keys(conn)
+            return ops.release_holds(conn, now=now, reason=reason, expired=False)
+
         return await self._writer.run(op)
 
     async def release_expired_holds(self) -> int:

@@ -285,6 +285,11 @@ def forget_key(conn: sqlite3.Connection, peer: str, key: str) -> None:
     )
 
 
+def forget_pending_keys(conn: sqlite3.Connection) -> int:
+    """Drop every Idempotency-Key in progress; only at start, when none can be."""
+    return conn.execute("DELETE FROM idempotency WHERE state = 'pending'").rowcount
+
+
 def log_request(
     conn: sqlite3.Connection,
     record: RequestRecord | None,

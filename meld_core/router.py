@@ -278,29 +278,38 @@ class Router:
         )
         record = self._record(s, 200, None, usage, cost)
         s.route.stats.record(record.latency_ms, ok=True)
-        if s.admission.hold_id is not None:
-            balance = await self.ledger.settle(s.admission.hold_id, cost, record=record)
-        else:
-            await self.ledger.record(record)
-            balance = await self.ledger.balance(s.admission.peer)
+        answers: list[Answer] = []
+
+        def keep(balance: Balance) -> tuple[str, int, str, bytes]:
+            # In the ledger's thread, so the answer is kept in the settle's commit.
+            answer, stored = self._answer(s, cost, balance)
+            answers.append(answer)
+            assert s.idem_key is not None
+            return s.idem_key, answer.status, answer.content_type, stored
+
+        balance = await self.ledger.finish(
+            s.admission.peer,
+            s.admission.hold_id,
+            cost,
+            record=record,
+            keep=keep if s.idem_key else None,
+        )
         s.resolved = True
+        answer = answers[0] if answers else self._answer(s, cost, balance)[0]
+        self.on_finished(record)
+        s.exchange.put(answer)
+
+    def _answer(self, s: _Serving, cost: int, balance: Balance) -> tuple[Answer, bytes]:
+        """The answer to send, and what to keep of it for an Idempotency-Key."""
         meld = self._meld(s, cost, balance)
         headers = _meld_headers(meld)
         if s.call.stream:
             tail = sse(meld, event="meld.done") + sse("[DONE]")
             answer = Answer(200, "text/event-stream", tail, headers)
-            stored = b"".join(s.sent) + tail
-        else:
-            assert s.completion is not None
-            body = json.dumps({**s.completion.body, "meld": meld}).encode()
-            answer = Answer(200, "application/json", body, headers)
-            stored = body
-        if s.idem_key:
-            await self.ledger.remember(
-                s.admission.peer, s.idem_key, 200, answer.content_type, stored
-            )
-        self.on_finished(record)
-        s.exchange.put(answer)
+            return answer, b"".join(s.sent) + tail
+        assert s.completion is not None
+        body = json.dumps({**s.completion.body, "meld": meld}).encode()
+        return Answer(200, "application/json", body, headers), body
 
     async def _fail(self, s: _Serving, exc: BaseException) -> None:
         """Free the hold of a request that did not finish; nothing is charged."""

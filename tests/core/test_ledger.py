@@ -33,7 +33,7 @@ from meld_core.signing import (
     parse_signed,
     signed_headers,
 )
-from meld_core.types import RequestRecord
+from meld_core.types import Balance, RequestRecord
 
 T = TypeVar("T")
 TARGET = "/v1/chat/completions"
@@ -534,15 +534,58 @@ async def test_concurrent_writes_share_one_commit(ledger: Ledger, alice: str) ->
     assert (await ledger.balance("alice")).balance == 1100
 
 
-async def test_a_remembered_answer_is_replayed(
+async def test_a_finished_request_keeps_its_answer_made_from_the_new_balance(
     ledger: Ledger, alice: str, clock: Clock
 ) -> None:
-    first = await ledger.admit(sign_alice(alice, clock), idempotency=("k", "sha"))
-    await ledger.remember(first.peer, "k", 201, "text/event-stream", b"data: x")
+    first = await ledger.admit(
+        sign_alice(alice, clock), hold=500, idempotency=("k", "sha")
+    )
+    assert first.hold_id is not None
 
+    def keep(after: Balance) -> tuple[str, int, str, bytes]:
+        return "k", 201, "text/event-stream", f"balance {after.balance}".encode()
+
+    after = await ledger.finish(
+        "alice", first.hold_id, 120, record=record("alice", "r", 120), keep=keep
+    )
     retry = await ledger.admit(sign_alice(alice, clock), idempotency=("k", "sha"))
 
-    assert retry.replay == (201, "text/event-stream", b"data: x")
+    assert after.balance == 880
+    assert retry.replay == (201, "text/event-stream", b"balance 880")
+
+
+async def test_an_answer_that_cannot_be_kept_leaves_the_hold_open(
+    ledger: Ledger, alice: str, clock: Clock
+) -> None:
+    first = await ledger.admit(
+        sign_alice(alice, clock), hold=500, idempotency=("k", "sha")
+    )
+    assert first.hold_id is not None
+
+    def keep(after: Balance) -> tuple[str, int, str, bytes]:
+        raise RuntimeError("cannot render")
+
+    with pytest.raises(RuntimeError):
+        await ledger.finish(
+            "alice", first.hold_id, 120, record=record("alice", "r", 120), keep=keep
+        )
+
+    # Charge, log and answer are one op: none of them happened.
+    assert (await ledger.balance("alice")).held == 500
+    assert await ledger.requests() == []
+
+
+async def test_a_start_forgets_keys_whose_requests_a_crash_ended(
+    ledger: Ledger, alice: str, clock: Clock
+) -> None:
+    await ledger.admit(sign_alice(alice, clock), hold=500, idempotency=("k", "sha"))
+    with pytest.raises(IdempotencyConflict, match="in progress"):
+        await ledger.admit(sign_alice(alice, clock), idempotency=("k", "sha"))
+
+    assert await ledger.release_stale_holds() == 1
+
+    retry = await ledger.admit(sign_alice(alice, clock), idempotency=("k", "sha"))
+    assert retry.replay is None
 
 
 async def test_a_caller_that_leaves_does_not_leave_its_hold(

@@ -144,3 +144,72 @@ async def test_kill_9_in_flight_then_restart_loses_nothing(tmp_path: Path) -> No
     finally:
         await ledger.close()
     assert json.dumps(credits)  # the restarted node answered in full
+
+
+RETRY_BACKENDS = """
+[[backends]]
+name = "slow"
+kind = "sim"
+models = ["sim-slow"]
+max_concurrency = 2
+ttft_s = 3
+tpot_s = 0.001
+
+[pricing."sim-slow"]
+input_per_mtok = 100000
+output_per_mtok = 400000
+min_charge = 1
+max_output_tokens = 256
+"""
+
+
+async def test_a_retry_after_kill_9_runs_once_with_its_idempotency_key(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path, backends=RETRY_BACKENDS)
+    secret = new_secret()
+    ledger = await Ledger.open(tmp_path / "data" / "ledger.db")
+    await ledger.add_peer("agent-1", secret, credits=100_000, actor="test")
+    await ledger.close()
+    body = {"model": "sim-slow", "max_tokens": 4, "messages": [{"role": "user"}]}
+    body["messages"][0]["content"] = "hi"
+    key = {"Idempotency-Key": "order-7"}
+
+    process, url = _start_serve(config)
+    try:
+        async with httpx.AsyncClient(
+            base_url=url, auth=MeldAuth("agent-1", secret), timeout=30
+        ) as client:
+            first = asyncio.create_task(
+                client.post("/v1/chat/completions", json=body, headers=key)
+            )
+            deadline = asyncio.get_running_loop().time() + 20
+            while (await client.get("/v1/credits")).json()["held"] == 0:
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.02)
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+            with pytest.raises(httpx.TransportError):
+                await first
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    process, url = _start_serve(config)
+    try:
+        async with httpx.AsyncClient(
+            base_url=url, auth=MeldAuth("agent-1", secret), timeout=30
+        ) as client:
+            retry = await client.post("/v1/chat/completions", json=body, headers=key)
+            again = await client.post("/v1/chat/completions", json=body, headers=key)
+            credits = (await client.get("/v1/credits")).json()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+
+    assert retry.status_code == 200, retry.text
+    assert again.status_code == 200 and again.headers["X-Meld-Replayed"] == "true"
+    assert again.json()["meld"] == retry.json()["meld"]
+    charged = retry.json()["meld"]["credits_charged"]
+    assert (credits["balance"], credits["held"]) == (100_000 - charged, 0)
