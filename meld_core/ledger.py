@@ -103,6 +103,7 @@ class Ledger:
         """
         if hold < 0:
             raise InvalidRequest("a hold cannot be negative")
+        _check_amount("a hold", hold)
         op = partial(
             ops.admit,
             signed=signed,
@@ -134,6 +135,8 @@ class Ledger:
         """
         if amount < 0:
             raise InvalidRequest("a charge cannot be negative")
+        # A hold caps every charge anyway; this keeps a wild usage report bindable.
+        amount = min(amount, ops.MAX_AMOUNT)
         now = self._clock()
 
         def op(conn: sqlite3.Connection) -> Balance:
@@ -168,6 +171,7 @@ class Ledger:
         """
         if charge < 0:
             raise InvalidRequest("a charge cannot be negative")
+        charge = min(charge, ops.MAX_AMOUNT)
         now = self._clock()
 
         def op(conn: sqlite3.Connection) -> Balance:
@@ -303,6 +307,7 @@ class Ledger:
             raise PeerError("not a valid peer secret")
         if credits < 0:
             raise InvalidRequest("initial credits cannot be negative")
+        _check_amount("initial credits", credits)
         _check_limits(requests_per_minute, max_in_flight)
         op = partial(
             ops.add_peer,
@@ -410,6 +415,7 @@ class Ledger:
     ) -> Transfer:
         if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
             raise InvalidRequest(f"a {kind} needs a positive whole amount")
+        _check_amount(f"a {kind}", amount)
         if not reason.strip():
             raise InvalidRequest(f"a {kind} needs a reason")
         m = ops.Movement(peer, reason, actor, self._clock())
@@ -455,6 +461,13 @@ class Ledger:
             return
         log.info("caller left before hold %s was placed; releasing it", hold_id)
         released.add_done_callback(_consume)
+
+
+def _check_amount(what: str, amount: int) -> None:
+    if amount > ops.MAX_AMOUNT:
+        raise InvalidRequest(
+            f"{what} of {amount} is over the limit of {ops.MAX_AMOUNT} credit units"
+        )
 
 
 def _check_limits(requests_per_minute: int | None, max_in_flight: int | None) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from .errors import (
     IdempotencyConflict,
     InsufficientCredits,
+    InvalidRequest,
     MeldError,
     NotFound,
     PeerError,
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 NONCE_TTL_S = 600.0
 IDEMPOTENCY_TTL_S = 24 * 3600.0
 NODE_ACTOR = "node"
+# Amounts and balances stay far below SQLite's 64-bit integers, which overflow into
+# floating point instead of failing.
+MAX_AMOUNT = 10**15
+MAX_BALANCE = 10**18
 
 # One row per live secret of an enabled peer, each carrying the peer's money, so
 # admission reads everything it needs in one statement.
@@ -324,6 +329,12 @@ def adjust(
     """A grant (from the node's issue account) or a deduct (back to it)."""
     require_peer(conn, peer)
     if kind == "grant":
+        after = balance(conn, peer).balance + amount
+        if after > MAX_BALANCE:
+            raise InvalidRequest(
+                f"a balance above {MAX_BALANCE} credit units is refused;"
+                f" this grant would make {peer!r}'s {after}"
+            )
         return move(conn, "grant", ISSUED, spendable(peer), amount, m)
     try:
         return move(conn, "deduct", spendable(peer), ISSUED, amount, m)

@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS accounts (
     id TEXT PRIMARY KEY,
     balance INTEGER NOT NULL DEFAULT 0,
-    CONSTRAINT no_overdraft CHECK (balance >= 0 OR id = 'node:issued')
+    CONSTRAINT no_overdraft CHECK (balance >= 0 OR id = 'node:issued'),
+    CONSTRAINT whole_units CHECK (typeof(balance) = 'integer')
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS transfers (

@@ -219,6 +219,41 @@ async def test_grant_and_deduct_check_their_arguments(
     assert (await ledger.balance("alice")).balance == 1000
 
 
+async def test_amounts_stay_whole_numbers_far_below_sqlite_overflow(
+    ledger: Ledger, alice: str, clock: Clock
+) -> None:
+    huge = 2**63 - 1
+    with pytest.raises(InvalidRequest, match="over the limit"):
+        await ledger.grant("alice", huge, reason="typo", actor="op")
+    with pytest.raises(InvalidRequest, match="over the limit"):
+        await ledger.add_peer("bob", new_secret(), credits=2**64, actor="op")
+    with pytest.raises(InvalidRequest, match="over the limit"):
+        await ledger.admit(sign_alice(alice, clock), hold=huge)
+    grants = [
+        ledger.grant("alice", 10**15, reason="top up", actor="op") for _ in range(1001)
+    ]
+    outcomes = await asyncio.gather(*grants, return_exceptions=True)
+    refused = [o for o in outcomes if isinstance(o, InvalidRequest)]
+    assert len(refused) == 2 and all("balance above" in str(r) for r in refused)
+
+    totals = await ledger.totals()
+    assert all(type(amount) is int for amount in totals.values())
+    assert totals["peer:alice"] == 1000 + 999 * 10**15
+    with pytest.raises(UnknownPeer):
+        await ledger.balance("bob")
+
+
+async def test_a_wild_usage_report_is_charged_no_more_than_the_hold(
+    ledger: Ledger, alice: str, clock: Clock
+) -> None:
+    admission = await ledger.admit(sign_alice(alice, clock), hold=100)
+    assert admission.hold_id is not None
+
+    after = await ledger.settle(admission.hold_id, 2**70)
+
+    assert (after.balance, after.held) == (900, 0)
+
+
 async def test_add_peer_refuses_bad_ids_and_duplicates(
     ledger: Ledger, alice: str
 ) -> None:
