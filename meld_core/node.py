@@ -31,6 +31,9 @@ from .types import NodeSnapshot, PeerRecord, RequestRecord, Transfer
 log = logging.getLogger(__name__)
 
 CONSOLE_CREDITS = 10_000_000
+# The console's stress panel measures the node's queue, not the node's limits on
+# peers: its own peer may have as many requests in flight as a stress level allows.
+CONSOLE_LIMITS = {"requests_per_minute": 100_000, "max_in_flight": 1000}
 HEALTH_EVERY_S = 10.0
 SWEEP_EVERY_S = 15.0
 PRUNE_EVERY_S = 600.0
@@ -228,7 +231,7 @@ class Node:
             await self.ledger.rotate_peer(peer, secret, grace_s=0, actor="node")
         else:
             await self.ledger.add_peer(
-                peer, secret, credits=CONSOLE_CREDITS, actor="node"
+                peer, secret, credits=CONSOLE_CREDITS, actor="node", **CONSOLE_LIMITS
             )
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -342,6 +342,25 @@ async def test_a_real_node_with_a_sim_backend_serves_every_stress_request(
     assert results[1].queue_positions_seen >= 1
 
 
+async def test_the_console_peer_can_stress_past_the_node_wide_peer_limits(
+    tmp_path: Path,
+) -> None:
+    limits = "[limits]\nrequests_per_minute = 5\nmax_in_flight = 2\n"
+    path = write_config(tmp_path, slots=2, ttft_s=0.01, tpot_s=0.0005, extra=limits)
+    config = load_config(path)
+
+    async with running_node(path) as node:
+        peer, secret = console_credentials(config)
+        results = await run_stress(
+            node.url, peer, secret, "sim-small", [8], requests_per_level=16,
+            max_tokens=16,
+        )  # fmt: skip
+        record = await node.ledger.peer(peer)
+
+    assert (record.requests_per_minute, record.max_in_flight) == (100_000, 1000)
+    assert (results[0].ok, dict(results[0].by_status)) == (16, {200: 16})
+
+
 async def test_cancelling_a_run_stops_its_requests_at_once() -> None:
     started = asyncio.Event()
     release = asyncio.Event()
