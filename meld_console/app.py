@@ -14,6 +14,7 @@ from typing import ClassVar
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.drivers.linux_driver import LinuxDriver
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
 
@@ -33,6 +34,7 @@ from .screens import (
     PeersScreen,
     StressScreen,
 )
+from .terminal import HangupSafeDriver
 
 log = logging.getLogger(__name__)
 
@@ -353,6 +355,8 @@ async def _run(config: Config, *, read_only: bool) -> int:
     from meld_core.node import Node
 
     app = MeldConsole(Node(config), read_only=read_only)
+    if app.driver_class is LinuxDriver:
+        app.driver_class = HangupSafeDriver
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGHUP, signal.SIGTERM):
         loop.add_signal_handler(sig, _on_signal, app, sig)

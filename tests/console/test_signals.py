@@ -65,10 +65,20 @@ min_charge = 1
     return path
 
 
-class Terminal:
-    """The console as a child process on an 80x24 pseudo-terminal."""
+def _take_the_terminal() -> None:
+    """In the child: a session whose controlling terminal is the pty, as over SSH."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-    def __init__(self, config: Path) -> None:
+
+class Terminal:
+    """The console as a child process on an 80x24 pseudo-terminal.
+
+    With `controlling`, the pty is the session's controlling terminal, so closing
+    it makes the kernel send SIGHUP and SIGCONT, as a dropped SSH session does.
+    """
+
+    def __init__(self, config: Path, *, controlling: bool = False) -> None:
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
         env = {**os.environ, "TERM": "xterm-256color", "COLORTERM": "truecolor"}
@@ -78,7 +88,8 @@ class Terminal:
             stdout=slave,
             stderr=slave,
             env=env,
-            start_new_session=True,
+            preexec_fn=_take_the_terminal if controlling else None,
+            start_new_session=not controlling,
         )
         os.close(slave)
         self.master: int | None = master
@@ -96,12 +107,13 @@ class Terminal:
                 return
             self.output += chunk
 
-    def hang_up(self) -> None:
+    def hang_up(self, *, send_sighup: bool = True) -> None:
         """Drop the terminal as a lost SSH session does, then send SIGHUP."""
         master, self.master = self.master, None
         if master is not None:
             os.close(master)
-        self.process.send_signal(signal.SIGHUP)
+        if send_sighup:
+            self.process.send_signal(signal.SIGHUP)
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -194,6 +206,24 @@ def test_a_signal_stops_the_node_cleanly_and_leaves_no_hold(
     assert asyncio.run(held_by(data / "ledger.db", "meld-pty-console")) == 0
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{url}/v1/health", timeout=1)
+
+
+def test_a_hung_up_controlling_terminal_stops_the_console_and_its_process(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    terminal = Terminal(write_config(tmp_path, port), controlling=True)
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}")
+        terminal.hang_up(send_sighup=False)  # the kernel sends SIGHUP and SIGCONT
+        code = terminal.process.wait(timeout=DEADLINE_S)
+    finally:
+        terminal.close()
+
+    assert code == 0
+    log_text = (tmp_path / "data" / "node.log").read_text(encoding="utf-8")
+    assert "received SIGHUP" in log_text
+    assert "node meld-pty stopped" in log_text
 
 
 def test_log_lines_never_reach_the_terminal(tmp_path: Path) -> None:
