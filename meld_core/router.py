@@ -131,6 +131,24 @@ class Router:
         raw: bytes,
         idem_key: str | None,
     ) -> None:
+        rid = exchange.request_id
+        try:
+            await self._handle(exchange, signed, raw, idem_key)
+        except Exception:
+            # A bug or a broken ledger must still answer the caller, who would
+            # otherwise wait on the exchange forever.
+            log.exception("request %s failed before it could be answered", rid)
+            exchange.put(Failed(MeldError("the node failed to handle this request")))
+        finally:
+            self.limiter.finish(rid)
+
+    async def _handle(
+        self,
+        exchange: Exchange,
+        signed: SignedRequest,
+        raw: bytes,
+        idem_key: str | None,
+    ) -> None:
         started = self.clock()
         rid = exchange.request_id
         call: ChatCall | None = None
@@ -155,10 +173,7 @@ class Router:
             return
         if admission.replay is not None:
             self.limiter.finish(rid)
-            status, content_type, body = admission.replay
-            exchange.put(
-                Answer(status, content_type, body, {"X-Meld-Replayed": "true"})
-            )
+            exchange.put(_replayed(*admission.replay))
             return
         if problem is not None or call is None or route is None:
             await self._log_refusal(signed.peer, call, route, rid, problem, started)
@@ -174,8 +189,6 @@ class Router:
             await asyncio.shield(self._fail(serving, exc))
             if not isinstance(exc, Exception):
                 raise
-        finally:
-            self.limiter.finish(rid)
 
     async def _admit(
         self,
@@ -367,8 +380,8 @@ class Router:
         )
         try:
             await self.ledger.record(record)
-        except MeldError:
-            log.warning("request %s: could not log its refusal", rid)
+        except Exception:
+            log.warning("request %s: could not log its refusal", rid, exc_info=True)
         self.on_finished(record)
 
     def _record(
@@ -464,3 +477,7 @@ def _meld_headers(meld: dict[str, Any]) -> dict[str, str]:
         "X-Meld-Credits-Charged": str(meld["credits_charged"]),
         "X-Meld-Balance": str(meld["balance"]),
     }
+
+
+def _replayed(status: int, content_type: str, body: bytes) -> Answer:
+    return Answer(status, content_type, body, {"X-Meld-Replayed": "true"})

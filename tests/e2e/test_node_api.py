@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -282,3 +283,56 @@ async def test_request_log_keeps_every_answered_completion(
     assert rows[bad.headers["x-meld-request-id"]].status == 404
     assert hashlib.sha256(b"").hexdigest()  # the log holds no prompt text
     assert all("hello" not in repr(r) for r in rows.values())
+
+
+async def test_deeply_nested_json_from_a_stranger_is_answered_401_at_once(
+    node: Node,
+) -> None:
+    body = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    headers = {
+        "X-Meld-Peer": "nobody",
+        "X-Meld-Timestamp": str(int(time.time())),
+        "X-Meld-Nonce": "n" * 20,
+        "X-Meld-Signature": "v1=" + "0" * 64,
+    }
+    async with httpx.AsyncClient(base_url=node.url, timeout=10) as client:
+        response = await client.post(
+            "/v1/chat/completions", content=body, headers=headers
+        )
+    assert response.status_code == 401
+
+
+async def test_deeply_nested_json_from_a_peer_is_a_400_that_holds_nothing(
+    node: Node, agent: httpx.AsyncClient
+) -> None:
+    body = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = await agent.post("/v1/chat/completions", content=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request"
+    assert await _balance(node) == (1000, 0)
+
+
+async def test_a_ledger_failing_in_admission_is_a_500_with_its_request_id(
+    node: Node, agent: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(node.ledger, "admit", broken)
+    response = await agent.post("/v1/chat/completions", json=chat_body())
+    assert response.status_code == 500
+    assert response.json()["error"]["type"] == "internal_error"
+    assert response.headers["x-meld-request-id"].startswith("req_")
+    assert node.router.limiter.in_flight("agent-1") == 0
+
+
+async def test_a_refusal_the_ledger_cannot_log_is_still_answered(
+    node: Node, agent: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(node.ledger, "record", broken)
+    response = await agent.post("/v1/chat/completions", json=chat_body("nope"))
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "model_not_found"
