@@ -111,6 +111,7 @@ class Router:
         self.by_model = {m: r for r in self.routes.values() for m in r.config.models}
         self.on_finished = on_finished
         self.exchanges: set[Exchange] = set()
+        self._undoing: set[asyncio.Task[None]] = set()
 
     def open(
         self, signed: SignedRequest, raw: bytes, request_id: str, idem_key: str | None
@@ -161,10 +162,20 @@ class Router:
         if call and route is None:
             problem = ModelNotFound(f"no backend routes model '{call.model}'")
 
+        admitting = asyncio.ensure_future(
+            self._admit(signed, raw, rid, call, route, problem, idem_key)
+        )
         try:
-            admission = await self._admit(
-                signed, raw, rid, call, route, problem, idem_key
+            # Shielded: the ledger may still admit after the caller left, and
+            # what it admitted must then be undone (see _undo_admission).
+            admission = await asyncio.shield(admitting)
+        except asyncio.CancelledError:
+            undo = asyncio.create_task(
+                self._undo_admission(admitting, exchange, call, route, idem_key)
             )
+            self._undoing.add(undo)
+            undo.add_done_callback(self._undoing.discard)
+            raise
         except MeldError as exc:
             self.limiter.finish(rid)
             if not isinstance(exc, Unauthorized):
@@ -189,6 +200,33 @@ class Router:
             await asyncio.shield(self._fail(serving, exc))
             if not isinstance(exc, Exception):
                 raise
+
+    async def _undo_admission(
+        self,
+        admitting: asyncio.Future[Admission],
+        exchange: Exchange,
+        call: ChatCall | None,
+        route: Route | None,
+        idem_key: str | None,
+    ) -> None:
+        """Free what an admission took after its caller left while it waited."""
+        started = self.clock()
+        try:
+            admission = await admitting
+        except Exception:
+            return  # refused: it took nothing but the nonce
+        finally:
+            # The gate may have reserved the in-flight slot after the caller left.
+            self.limiter.finish(exchange.request_id)
+        if admission.replay is not None or call is None or route is None:
+            return
+        serving = _Serving(exchange, call, route, admission, idem_key, started)
+        await self._fail(serving, asyncio.CancelledError())
+
+    async def drain(self) -> None:
+        """Wait until admissions whose callers left are undone."""
+        while self._undoing:
+            await asyncio.gather(*self._undoing, return_exceptions=True)
 
     async def _admit(
         self,
