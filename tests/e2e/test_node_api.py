@@ -336,3 +336,17 @@ async def test_a_refusal_the_ledger_cannot_log_is_still_answered(
     response = await agent.post("/v1/chat/completions", json=chat_body("nope"))
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "model_not_found"
+
+
+async def test_a_timestamp_of_5000_digits_is_a_401(node: Node) -> None:
+    headers = {
+        "X-Meld-Peer": "agent-1",
+        "X-Meld-Timestamp": "1" * 5000,
+        "X-Meld-Nonce": "n" * 20,
+        "X-Meld-Signature": "v1=" + "0" * 64,
+    }
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        models = await client.get("/v1/models", headers=headers)
+        chat = await client.post("/v1/chat/completions", headers=headers, content=b"{}")
+    assert [models.status_code, chat.status_code] == [401, 401]
+    assert chat.json()["error"]["type"] == "unauthorized"
