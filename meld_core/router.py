@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+REQUEST_ID_HEADER = "X-Meld-Request-Id"
+
 # A hold outlives its request's worst case by this much before the sweeper frees it.
 HOLD_GRACE_S = 60.0
 # A stream has no upper bound on its length; its hold is swept only after this long.
@@ -518,4 +520,27 @@ def _meld_headers(meld: dict[str, Any]) -> dict[str, str]:
 
 
 def _replayed(status: int, content_type: str, body: bytes) -> Answer:
-    return Answer(status, content_type, body, {"X-Meld-Replayed": "true"})
+    """A kept answer sent again, with the meld headers it was first sent with."""
+    headers = {"X-Meld-Replayed": "true"}
+    meld = _kept_meld(content_type, body)
+    if meld is not None:
+        headers |= _meld_headers(meld)
+        headers[REQUEST_ID_HEADER] = str(meld["request_id"])
+    return Answer(status, content_type, body, headers)
+
+
+def _kept_meld(content_type: str, body: bytes) -> dict[str, Any] | None:
+    """The `meld` object inside a kept answer; only its body is kept."""
+    try:
+        if content_type == "text/event-stream":
+            marker = b"event: meld.done\ndata: "
+            start = body.rindex(marker) + len(marker)
+            meld = json.loads(body[start : body.index(b"\n", start)])
+        else:
+            meld = json.loads(body)["meld"]
+        _meld_headers(meld)
+        str(meld["request_id"])
+    except (ValueError, KeyError, TypeError):
+        log.warning("a kept answer carries no readable meld object")
+        return None
+    return meld if isinstance(meld, dict) else None

@@ -350,3 +350,36 @@ async def test_a_timestamp_of_5000_digits_is_a_401(node: Node) -> None:
         chat = await client.post("/v1/chat/completions", headers=headers, content=b"{}")
     assert [models.status_code, chat.status_code] == [401, 401]
     assert chat.json()["error"]["type"] == "unauthorized"
+
+
+MELD_HEADERS = (
+    "x-meld-request-id",
+    "x-meld-queue-position",
+    "x-meld-queued-ms",
+    "x-meld-credits-charged",
+    "x-meld-balance",
+)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_replay_carries_the_meld_headers_of_the_first_answer(
+    agent: httpx.AsyncClient, stream: bool
+) -> None:
+    headers = {"Idempotency-Key": f"order-{stream}"}
+    body = chat_body(max_tokens=5, stream=stream)
+    first = await agent.post("/v1/chat/completions", json=body, headers=headers)
+    again = await agent.post("/v1/chat/completions", json=body, headers=headers)
+    assert again.headers["x-meld-replayed"] == "true"
+    assert again.content == first.content
+    if stream:
+        done = again.text.split("event: meld.done\ndata: ")[1].split("\n")[0]
+        request_id = json.loads(done)["request_id"]
+    else:
+        request_id = again.json()["meld"]["request_id"]
+    assert again.headers["x-meld-request-id"] == request_id
+    assert again.headers.get_list("x-meld-request-id") == [request_id]
+    for name in MELD_HEADERS[1:]:
+        assert again.headers[name] == first.headers.get(name, again.headers[name])
+    assert again.headers["x-meld-balance"] == str(
+        json.loads(done)["balance"] if stream else again.json()["meld"]["balance"]
+    )
