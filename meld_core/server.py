@@ -178,9 +178,12 @@ async def chat_completions(request: Request) -> Response:
         return Response(
             first.body, first.status, first.headers, media_type=first.content_type
         )
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    if isinstance(first, Queued):
-        headers["X-Meld-Queue-Position"] = str(first.position)
+    position = first.position if isinstance(first, Queued) else 0
+    headers = {
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",
+        "X-Meld-Queue-Position": str(position),
+    }
     return StreamingResponse(
         _relay(exchange, first), media_type="text/event-stream", headers=headers
     )

@@ -383,3 +383,12 @@ async def test_a_replay_carries_the_meld_headers_of_the_first_answer(
     assert again.headers["x-meld-balance"] == str(
         json.loads(done)["balance"] if stream else again.json()["meld"]["balance"]
     )
+
+
+async def test_a_stream_that_did_not_queue_says_queue_position_0(
+    agent: httpx.AsyncClient,
+) -> None:
+    body = chat_body(stream=True, max_tokens=4)
+    async with agent.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.headers["x-meld-queue-position"] == "0"
+        await response.aread()
