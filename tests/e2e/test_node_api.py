@@ -392,3 +392,15 @@ async def test_a_stream_that_did_not_queue_says_queue_position_0(
     async with agent.stream("POST", "/v1/chat/completions", json=body) as response:
         assert response.headers["x-meld-queue-position"] == "0"
         await response.aread()
+
+
+async def test_metrics_label_a_model_no_backend_routes_as_unknown(
+    node: Node, agent: httpx.AsyncClient
+) -> None:
+    for i in range(3):
+        await agent.post("/v1/chat/completions", json=chat_body(f"junk-{i}"))
+    await agent.post("/v1/chat/completions", json=chat_body(max_tokens=2))
+    text = node.metrics.render().decode()
+    assert "junk-" not in text
+    assert 'model="unknown",status="404"} 3.0' in text
+    assert 'model="sim-small",status="200"} 1.0' in text
