@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 from .backends.base import Backend, ChatRequest, Chunk, Completion, Usage
 from .chat import ChatCall, parse_chat, sse
 from .config import BackendConfig, Config
-from .errors import MeldError, ModelNotFound, Unauthorized, Unavailable, UpstreamError
+from .errors import (
+    MeldError,
+    ModelNotFound,
+    Unauthorized,
+    Unavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from .limits import PeerLimiter
 from .route import Route
 from .signing import SignedRequest
@@ -29,8 +36,11 @@ REQUEST_ID_HEADER = "X-Meld-Request-Id"
 
 # A hold outlives its request's worst case by this much before the sweeper frees it.
 HOLD_GRACE_S = 60.0
-# A stream has no upper bound on its length; its hold is swept only after this long.
-STREAM_HOLD_S = 3600.0
+# A stream's whole life, from arrival to its last event; one still running then is
+# ended with 504, so it cannot outlive its hold and be served without a charge.
+MAX_STREAM_S = 3600.0
+# A stream's hold is swept only after it surely ended (plus the usual grace).
+STREAM_HOLD_S = MAX_STREAM_S + HOLD_GRACE_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +321,10 @@ class Router:
     ) -> Usage:
         usage: Usage | None = None
         async for item in backend.stream(request):
+            if self.clock() - s.started > MAX_STREAM_S:
+                raise UpstreamTimeout(
+                    f"stream ran past the node's limit of {MAX_STREAM_S:g}s"
+                )
             if isinstance(item, Usage):
                 usage = item
             elif isinstance(item, Chunk):

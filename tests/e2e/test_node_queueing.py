@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from meld_core import router as router_module
 from meld_core.node import Node
 from meld_core.router import Exchange
 from tests.support.nodes import chat_body, peer_client, running_node, write_config
@@ -237,3 +238,22 @@ async def test_callers_who_leave_during_admission_free_their_in_flight_slots(
             assert (await node.ledger.balance("agent-1")).held == 0
             response = await client.post("/v1/chat/completions", json=chat_body())
         assert response.status_code == 200, response.text
+
+
+async def test_a_stream_past_the_longest_a_stream_may_run_ends_with_504(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(router_module, "MAX_STREAM_S", 0.2)
+    config = write_config(tmp_path, ttft_s=0.01, tpot_s=0.05)
+    async with running_node(config) as node:
+        _, secret = await node.add_peer("agent-1", credits=1000)
+        body = chat_body(stream=True, max_tokens=200)
+        async with peer_client(node, "agent-1", secret) as client:
+            response = await client.post("/v1/chat/completions", json=body)
+        await eventually(lambda: not node.router.exchanges)
+        balance = await node.ledger.balance("agent-1")
+        records = await node.ledger.requests(limit=1)
+    assert "event: meld.error" in response.text
+    assert "upstream_timeout" in response.text and "[DONE]" not in response.text
+    assert (balance.balance, balance.held) == (1000, 0)
+    assert (records[0].status, records[0].error_type) == (504, "upstream_timeout")
