@@ -476,6 +476,24 @@ def test_a_grant_made_while_serving_is_visible_at_once(
     assert stop(served)[0] == 0
 
 
+def test_rotate_and_disable_take_effect_on_a_running_node(
+    home: Home, agent: str, served: subprocess.Popen[str]
+) -> None:
+    def credits_status(secret: str) -> int:
+        auth = MeldAuth("agent-1", secret)
+        with httpx.Client(base_url=home.url, auth=auth) as client:
+            return client.get("/v1/credits").status_code
+
+    new_secret = home.json("peers", "rotate", "agent-1")["secret"]
+    rotated = [credits_status(agent), credits_status(new_secret)]
+    home.cli("peers", "disable", "agent-1")
+    disabled = [credits_status(agent), credits_status(new_secret)]
+
+    assert rotated == [200, 200]  # the old secret lives on through its grace
+    assert disabled == [401, 401]
+    assert stop(served)[0] == 0
+
+
 def test_serve_keeps_its_secret_and_log_files_private(
     home: Home, served: subprocess.Popen[str]
 ) -> None:

@@ -404,3 +404,37 @@ async def test_metrics_label_a_model_no_backend_routes_as_unknown(
     assert "junk-" not in text
     assert 'model="unknown",status="404"} 3.0' in text
     assert 'model="sim-small",status="200"} 1.0' in text
+
+
+async def test_a_model_on_an_unhealthy_backend_is_a_503_that_holds_nothing(
+    node: Node, agent: httpx.AsyncClient
+) -> None:
+    node.router.routes["sim"].healthy = False
+    response = await agent.post("/v1/chat/completions", json=chat_body(max_tokens=4))
+    assert response.status_code == 503
+    assert response.json()["error"]["type"] == "unavailable"
+    assert response.headers["x-meld-request-id"].startswith("req_")
+    assert await _balance(node) == (1000, 0)
+    assert node.router.limiter.in_flight("agent-1") == 0
+
+
+async def _chunks(count: int) -> AsyncIterator[bytes]:
+    for _ in range(count):
+        yield b"x" * 65_536
+
+
+async def test_413_and_405_answers_carry_a_request_id(node: Node) -> None:
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        chunked = await client.post("/v1/chat/completions", content=_chunks(20))
+        wrong_method = await client.delete("/v1/health")
+    assert "content-length" not in chunked.request.headers
+    assert (chunked.status_code, chunked.json()["error"]["type"]) == (
+        413,
+        "payload_too_large",
+    )
+    assert (wrong_method.status_code, wrong_method.json()["error"]["type"]) == (
+        405,
+        "method_not_allowed",
+    )
+    for response in (chunked, wrong_method):
+        assert response.headers["x-meld-request-id"].startswith("req_")
