@@ -27,6 +27,11 @@ def parse_chat(raw: bytes) -> ChatCall:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRequest(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest("body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:
+        # Python refuses to parse a number of more than 4,300 digits.
+        raise InvalidRequest(f"body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("body must be a JSON object")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -143,6 +144,11 @@ def default_config_path() -> Path:
     return meld_home() / "config.toml"
 
 
+# A day: longer timeouts are typing mistakes, and inf or nan would break holds.
+MAX_SECONDS = 86_400.0
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 class _Table:
     """Reads typed keys from one TOML table and reports errors with file and key."""
 
@@ -173,10 +179,24 @@ class _Table:
             self.fail(self.key(name), _describe(kind))
         return value
 
-    def number(self, name: str, default: Any, *, minimum: float = 0) -> Any:
+    def number(
+        self,
+        name: str,
+        default: Any,
+        *,
+        minimum: float = 0,
+        maximum: float = MAX_SECONDS,
+    ) -> Any:
         value = self.get(name, (int, float), default)
-        if value is not None and value < minimum:
-            self.fail(self.key(name), f"a number of at least {minimum}")
+        # `not minimum <= value` also catches nan, which compares false to all.
+        if value is not None and not minimum <= value <= maximum:
+            self.fail(self.key(name), f"a number from {minimum:g} to {maximum:g}")
+        return value
+
+    def env_name(self, name: str) -> str | None:
+        value: str | None = self.get(name, str)
+        if value is not None and not ENV_NAME.fullmatch(value):
+            self.fail(self.key(name), "an environment variable name, such as API_KEY")
         return value
 
     def integer(self, name: str, default: Any, *, minimum: int = 0) -> Any:
@@ -245,16 +265,16 @@ def _parse_backend(source: Path | str, index: int, data: Any) -> BackendConfig:
         kind=kind,
         models=tuple(models),
         base_url=base_url.rstrip("/"),
-        api_key_env=t.get("api_key_env", str),
+        api_key_env=t.env_name("api_key_env"),
         max_concurrency=t.integer("max_concurrency", 2 if kind != "openai" else 64),
         max_queue=t.integer("max_queue", 256),
         queue_timeout_s=float(t.number("queue_timeout_s", 120.0)),
         request_timeout_s=float(t.number("request_timeout_s", 90.0, minimum=0.001)),
         adaptive=t.get("adaptive", bool, False),
-        ttft_s=float(t.number("ttft_s", 0.5)),
-        tpot_s=float(t.number("tpot_s", 0.05)),
+        ttft_s=float(t.number("ttft_s", 0.5, maximum=3600)),
+        tpot_s=float(t.number("tpot_s", 0.05, maximum=3600)),
         parallel=t.integer("parallel", 1, minimum=1),
-        jitter=float(t.number("jitter", 0.0)),
+        jitter=float(t.number("jitter", 0.0, maximum=1)),
     )
     t.done()
     return backend
@@ -281,7 +301,8 @@ def _parse_remote(source: Path | str, index: int, data: Any) -> RemoteConfig:
     peer_id = t.get("peer_id", str, _REQUIRED)
     if not is_valid_id(remote_id) or not is_valid_id(peer_id):
         t.fail(t.key("id"), "ids matching [a-z0-9][a-z0-9._-]{0,62}")
-    remote = RemoteConfig(remote_id, url.rstrip("/"), peer_id, t.get("secret_env", str))
+    secret_env = t.env_name("secret_env")
+    remote = RemoteConfig(remote_id, url.rstrip("/"), peer_id, secret_env)
     t.done()
     return remote
 

@@ -85,7 +85,12 @@ class NodeMetrics:
     def observe(self, record: RequestRecord) -> None:
         """Count one finished request."""
         backend = record.backend or "none"
-        self.requests.labels(backend, record.model or "none", str(record.status)).inc()
+        model = record.model or "none"
+        if not record.backend and record.model:
+            # No backend routes it: the name is the caller's, and labelling by it
+            # would let callers grow the series without bound.
+            model = "unknown"
+        self.requests.labels(backend, model, str(record.status)).inc()
         if record.status == 200:
             self.latency.labels(backend).observe(record.latency_ms / 1000)
             self.queued.labels(backend).observe(record.queued_ms / 1000)

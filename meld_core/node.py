@@ -201,6 +201,7 @@ class Node:
                 exchange.cancel()
             tasks = [e.task for e in exchanges if e.task is not None]
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self._router.drain()
         await self._close_parts()
         self._stopped.set()
         log.info("node %s stopped", self.config.node.id)

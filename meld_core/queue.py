@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections import OrderedDict, deque
@@ -106,6 +105,8 @@ class SlotQueue:
         waiter = Waiter(peer, self.clock())
         self._peers.setdefault(peer, deque()).append(waiter)
         self._waiting += 1
+        # A new peer's first turn can come before waiters of busier peers.
+        self._notify()
         return waiter
 
     async def wait(
@@ -148,8 +149,10 @@ class SlotQueue:
             if position != last or now - told_at >= POSITION_EVERY_S:
                 on_position(position, self.eta_s(position))
                 last, told_at = position, now
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter.changed.wait(), POSITION_EVERY_S)
+            # Only what is left of the interval: churn that wakes the waiter
+            # without moving it must not push the next report back.
+            remaining = POSITION_EVERY_S - (self.clock() - told_at)
+            await _changed_within(waiter, max(0.0, remaining))
 
     def release(self) -> None:
         """Give a slot back and hand free slots to the next waiters in fair order."""
@@ -210,3 +213,14 @@ class SlotQueue:
         for waiters in self._peers.values():
             for waiter in waiters:
                 waiter.changed.set()
+
+
+async def _changed_within(waiter: Waiter, timeout_s: float) -> None:
+    """Wait until the waiter's queue moves, or `timeout_s` passes."""
+    # Not wait_for: on Python 3.11 it swallows a cancel that lands as the event
+    # fires, and the waiter would then wait on after its caller left.
+    changed = asyncio.ensure_future(waiter.changed.wait())
+    try:
+        await asyncio.wait({changed}, timeout=timeout_s)
+    finally:
+        changed.cancel()

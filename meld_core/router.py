@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 from .backends.base import Backend, ChatRequest, Chunk, Completion, Usage
 from .chat import ChatCall, parse_chat, sse
 from .config import BackendConfig, Config
-from .errors import MeldError, ModelNotFound, Unauthorized, Unavailable, UpstreamError
+from .errors import (
+    MeldError,
+    ModelNotFound,
+    Unauthorized,
+    Unavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from .limits import PeerLimiter
 from .route import Route
 from .signing import SignedRequest
@@ -25,10 +32,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+REQUEST_ID_HEADER = "X-Meld-Request-Id"
+
 # A hold outlives its request's worst case by this much before the sweeper frees it.
 HOLD_GRACE_S = 60.0
-# A stream has no upper bound on its length; its hold is swept only after this long.
-STREAM_HOLD_S = 3600.0
+# A stream's whole life, from arrival to its last event; one still running then is
+# ended with 504, so it cannot outlive its hold and be served without a charge.
+MAX_STREAM_S = 3600.0
+# A stream's hold is swept only after it surely ended (plus the usual grace).
+STREAM_HOLD_S = MAX_STREAM_S + HOLD_GRACE_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +123,7 @@ class Router:
         self.by_model = {m: r for r in self.routes.values() for m in r.config.models}
         self.on_finished = on_finished
         self.exchanges: set[Exchange] = set()
+        self._undoing: set[asyncio.Task[None]] = set()
 
     def open(
         self, signed: SignedRequest, raw: bytes, request_id: str, idem_key: str | None
@@ -131,6 +144,24 @@ class Router:
         raw: bytes,
         idem_key: str | None,
     ) -> None:
+        rid = exchange.request_id
+        try:
+            await self._handle(exchange, signed, raw, idem_key)
+        except Exception:
+            # A bug or a broken ledger must still answer the caller, who would
+            # otherwise wait on the exchange forever.
+            log.exception("request %s failed before it could be answered", rid)
+            exchange.put(Failed(MeldError("the node failed to handle this request")))
+        finally:
+            self.limiter.finish(rid)
+
+    async def _handle(
+        self,
+        exchange: Exchange,
+        signed: SignedRequest,
+        raw: bytes,
+        idem_key: str | None,
+    ) -> None:
         started = self.clock()
         rid = exchange.request_id
         call: ChatCall | None = None
@@ -143,10 +174,20 @@ class Router:
         if call and route is None:
             problem = ModelNotFound(f"no backend routes model '{call.model}'")
 
+        admitting = asyncio.ensure_future(
+            self._admit(signed, raw, rid, call, route, problem, idem_key)
+        )
         try:
-            admission = await self._admit(
-                signed, raw, rid, call, route, problem, idem_key
+            # Shielded: the ledger may still admit after the caller left, and
+            # what it admitted must then be undone (see _undo_admission).
+            admission = await asyncio.shield(admitting)
+        except asyncio.CancelledError:
+            undo = asyncio.create_task(
+                self._undo_admission(admitting, exchange, call, route, idem_key)
             )
+            self._undoing.add(undo)
+            undo.add_done_callback(self._undoing.discard)
+            raise
         except MeldError as exc:
             self.limiter.finish(rid)
             if not isinstance(exc, Unauthorized):
@@ -155,10 +196,7 @@ class Router:
             return
         if admission.replay is not None:
             self.limiter.finish(rid)
-            status, content_type, body = admission.replay
-            exchange.put(
-                Answer(status, content_type, body, {"X-Meld-Replayed": "true"})
-            )
+            exchange.put(_replayed(*admission.replay))
             return
         if problem is not None or call is None or route is None:
             await self._log_refusal(signed.peer, call, route, rid, problem, started)
@@ -174,8 +212,33 @@ class Router:
             await asyncio.shield(self._fail(serving, exc))
             if not isinstance(exc, Exception):
                 raise
+
+    async def _undo_admission(
+        self,
+        admitting: asyncio.Future[Admission],
+        exchange: Exchange,
+        call: ChatCall | None,
+        route: Route | None,
+        idem_key: str | None,
+    ) -> None:
+        """Free what an admission took after its caller left while it waited."""
+        started = self.clock()
+        try:
+            admission = await admitting
+        except Exception:
+            return  # refused: it took nothing but the nonce
         finally:
-            self.limiter.finish(rid)
+            # The gate may have reserved the in-flight slot after the caller left.
+            self.limiter.finish(exchange.request_id)
+        if admission.replay is not None or call is None or route is None:
+            return
+        serving = _Serving(exchange, call, route, admission, idem_key, started)
+        await self._fail(serving, asyncio.CancelledError())
+
+    async def drain(self) -> None:
+        """Wait until admissions whose callers left are undone."""
+        while self._undoing:
+            await asyncio.gather(*self._undoing, return_exceptions=True)
 
     async def _admit(
         self,
@@ -258,6 +321,10 @@ class Router:
     ) -> Usage:
         usage: Usage | None = None
         async for item in backend.stream(request):
+            if self.clock() - s.started > MAX_STREAM_S:
+                raise UpstreamTimeout(
+                    f"stream ran past the node's limit of {MAX_STREAM_S:g}s"
+                )
             if isinstance(item, Usage):
                 usage = item
             elif isinstance(item, Chunk):
@@ -367,8 +434,8 @@ class Router:
         )
         try:
             await self.ledger.record(record)
-        except MeldError:
-            log.warning("request %s: could not log its refusal", rid)
+        except Exception:
+            log.warning("request %s: could not log its refusal", rid, exc_info=True)
         self.on_finished(record)
 
     def _record(
@@ -464,3 +531,30 @@ def _meld_headers(meld: dict[str, Any]) -> dict[str, str]:
         "X-Meld-Credits-Charged": str(meld["credits_charged"]),
         "X-Meld-Balance": str(meld["balance"]),
     }
+
+
+def _replayed(status: int, content_type: str, body: bytes) -> Answer:
+    """A kept answer sent again, with the meld headers it was first sent with."""
+    headers = {"X-Meld-Replayed": "true"}
+    meld = _kept_meld(content_type, body)
+    if meld is not None:
+        headers |= _meld_headers(meld)
+        headers[REQUEST_ID_HEADER] = str(meld["request_id"])
+    return Answer(status, content_type, body, headers)
+
+
+def _kept_meld(content_type: str, body: bytes) -> dict[str, Any] | None:
+    """The `meld` object inside a kept answer; only its body is kept."""
+    try:
+        if content_type == "text/event-stream":
+            marker = b"event: meld.done\ndata: "
+            start = body.rindex(marker) + len(marker)
+            meld = json.loads(body[start : body.index(b"\n", start)])
+        else:
+            meld = json.loads(body)["meld"]
+        _meld_headers(meld)
+        str(meld["request_id"])
+    except (ValueError, KeyError, TypeError):
+        log.warning("a kept answer carries no readable meld object")
+        return None
+    return meld if isinstance(meld, dict) else None

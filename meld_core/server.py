@@ -26,11 +26,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REQUEST_ID_HEADER = "X-Meld-Request-Id"
-
 
 class RequestIdMiddleware:
-    """Gives every request an id and puts it on every answer, errors included."""
+    """Gives every request an id and puts it on every answer, errors included.
+
+    A replayed answer keeps the id it was first sent with.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -45,7 +46,10 @@ class RequestIdMiddleware:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), header]
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == header[0] for name, _ in headers):
+                    headers.append(header)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_id)
@@ -174,9 +178,12 @@ async def chat_completions(request: Request) -> Response:
         return Response(
             first.body, first.status, first.headers, media_type=first.content_type
         )
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    if isinstance(first, Queued):
-        headers["X-Meld-Queue-Position"] = str(first.position)
+    position = first.position if isinstance(first, Queued) else 0
+    headers = {
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",
+        "X-Meld-Queue-Position": str(position),
+    }
     return StreamingResponse(
         _relay(exchange, first), media_type="text/event-stream", headers=headers
     )

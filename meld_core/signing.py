@@ -18,6 +18,8 @@ NONCE_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 SIGNATURE_PATTERN = re.compile(r"v1=[0-9a-f]{64}")
 SECRET_PATTERN = re.compile(r"msk_[A-Za-z0-9_-]{43}")
 CLOCK_SKEW_S = 300
+# Far more than a Unix time in seconds needs, far fewer than int() refuses.
+MAX_TIMESTAMP_DIGITS = 20
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
@@ -109,6 +111,8 @@ def parse_signed(
     nonce = headers("x-meld-nonce") or ""
     signature = headers("x-meld-signature") or ""
     if not (is_valid_id(peer) and timestamp.isascii() and timestamp.isdigit()):
+        return None
+    if len(timestamp) > MAX_TIMESTAMP_DIGITS:
         return None
     if not (NONCE_PATTERN.fullmatch(nonce) and SIGNATURE_PATTERN.fullmatch(signature)):
         return None

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from meld_core.config import Config
@@ -21,6 +23,7 @@ from meld_core.types import PeerRecord, Transfer
 
 from .common import (
     actor,
+    fail,
     non_negative_int,
     peer_id,
     positive_int,
@@ -118,8 +121,14 @@ def _add_credit_parsers(
 
 
 @asynccontextmanager
-async def _ledger(config: Config) -> AsyncIterator[Ledger]:
-    ledger = await Ledger.open(config.db_path)
+async def _ledger(config: Config, *, create: bool = False) -> AsyncIterator[Ledger]:
+    """The ledger, opened; only `create` makes one where there is none."""
+    path = config.db_path
+    if path.exists():
+        _check_readable(path)
+    elif not create:
+        fail(f"no ledger exists at {path}")
+    ledger = await Ledger.open(path)
     try:
         yield ledger
     finally:
@@ -132,7 +141,7 @@ def peers_add(args: argparse.Namespace) -> int:
     secret = new_secret()
 
     async def act() -> PeerRecord:
-        async with _ledger(config) as ledger:
+        async with _ledger(config, create=True) as ledger:
             return await ledger.add_peer(
                 args.id, secret, credits=args.credits, actor=actor()
             )
@@ -300,3 +309,16 @@ def _effect(transfer: Transfer) -> str:
     """The amount with the sign of its effect on the balance; holds move none."""
     sign = {"grant": "+", "deduct": "-", "settle": "-"}.get(transfer.kind, "")
     return f"{sign}{transfer.amount}"
+
+
+def _check_readable(path: Path) -> None:
+    """Fail in one line on a file SQLite cannot read as a database."""
+    # Ledger.open on such a file also prints a traceback from aiosqlite's thread.
+    try:
+        conn = sqlite3.connect(path)
+        try:
+            conn.execute("PRAGMA schema_version").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        fail(f"{path}: cannot read the ledger: {exc}")

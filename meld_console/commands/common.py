@@ -17,6 +17,9 @@ from meld_core.signing import is_valid_id
 PROG = "meld-console"
 USAGE_ERROR = 2
 REFUSED = 1
+# The most credit units (or anything else) one argument may name: far below
+# SQLite's 2**63 integers, so sums of many grants cannot overflow either.
+MAX_WHOLE = 10**15
 
 
 def fail(message: str, *, status: int = REFUSED) -> NoReturn:
@@ -64,9 +67,23 @@ def non_negative_int(value: str) -> int:
 
 def _whole(value: str) -> int:
     text = value.strip().replace("_", "")
-    if not text.lstrip("-").isdigit():
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}")
+    digits = text.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()):
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number, got {_shown(value)}"
+        )
+    # Checked on the text first: int() refuses over 4,300 digits with a traceback.
+    if len(digits.lstrip("0")) > len(str(MAX_WHOLE)) or abs(int(text)) > MAX_WHOLE:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of at most {MAX_WHOLE:_} (10**15),"
+            f" got {_shown(value)}"
+        )
     return int(text)
+
+
+def _shown(value: str) -> str:
+    """A value to quote in an error, cut short so the error stays one line."""
+    return repr(value if len(value) <= 24 else value[:20] + "...")
 
 
 def reason(value: str) -> str:

@@ -99,3 +99,34 @@ def test_default_adds_ollama_and_deepseek_when_found(tmp_path: Path) -> None:
     kinds = {b.name: b.kind for b in config.backends}
     assert kinds == {"sim": "sim", "ollama": "ollama", "deepseek": "openai"}
     assert config.backends[2].api_key_env == "DEEPSEEK_API_KEY"
+
+
+@pytest.mark.parametrize(
+    "line, key, expected",
+    [
+        ("queue_timeout_s = nan", "queue_timeout_s", "a number from 0 to 86400"),
+        ("request_timeout_s = inf", "request_timeout_s", "a number from 0.001 to"),
+        ("ttft_s = -inf", "ttft_s", "a number from 0 to 3600"),
+        ("tpot_s = nan", "tpot_s", "a number from 0 to 3600"),
+        ("jitter = 50", "jitter", "a number from 0 to 1"),
+        ('api_key_env = ""', "api_key_env", "an environment variable name"),
+    ],
+)
+def test_a_backend_number_or_env_name_out_of_range_is_refused(
+    tmp_path: Path, line: str, key: str, expected: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(MINIMAL.replace('kind = "sim"', f'kind = "sim"\n{line}'))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(path) in caught.value.message
+    assert f"'backends[0].{key}'" in caught.value.message
+    assert expected in caught.value.message
+
+
+def test_an_empty_secret_env_of_a_remote_is_refused(tmp_path: Path) -> None:
+    remote = '[[remotes]]\nid = "r"\nurl = "http://x"\npeer_id = "p"\nsecret_env = ""\n'
+    path = tmp_path / "config.toml"
+    path.write_text(MINIMAL + remote)
+    with pytest.raises(ConfigError, match=r"'remotes\[0\]\.secret_env'"):
+        load_config(path)

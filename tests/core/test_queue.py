@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
+from meld_core import queue as queue_module
 from meld_core.errors import Overloaded, QueueTimeout
-from meld_core.queue import SlotQueue
+from meld_core.queue import SlotQueue, Waiter
 
 
 async def _let_run() -> None:
@@ -127,3 +129,58 @@ async def test_positions_are_reported_as_they_change() -> None:
 async def test_unlimited_queue_never_waits() -> None:
     queue = SlotQueue(0, 0, 1)
     assert all(queue.try_acquire("a") is None for _ in range(1000))
+
+
+async def test_a_position_that_grows_is_reported_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(queue_module, "POSITION_EVERY_S", 600.0)
+    queue = SlotQueue(1, 10, 60)
+    queue.try_acquire("x")
+    waiters = [queue.try_acquire("a") for _ in range(3)]
+    last = waiters[-1]
+    assert last is not None
+    told: asyncio.Queue[int] = asyncio.Queue()
+    task = asyncio.create_task(
+        queue.wait(last, 60, lambda position, eta: told.put_nowait(position))
+    )
+    assert await asyncio.wait_for(told.get(), 5) == 3
+
+    queue.try_acquire("b")  # round-robin: b's first turn comes before a's third
+
+    assert await asyncio.wait_for(told.get(), 5) == 4
+    task.cancel()
+    await asyncio.wait({task}, timeout=5)
+    assert task.cancelled()
+
+
+async def test_churn_behind_a_waiter_does_not_stretch_its_report_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    every_s = 1.0
+    monkeypatch.setattr(queue_module, "POSITION_EVERY_S", every_s)
+    loop = asyncio.get_running_loop()
+    queue = SlotQueue(1, 10, 60)
+    queue.try_acquire("x")
+    waiter = queue.try_acquire("p")
+    assert waiter is not None
+    told_at: list[float] = []
+    task = asyncio.create_task(
+        queue.wait(waiter, 60, lambda position, eta: told_at.append(loop.time()))
+    )
+    # A request joins behind the waiter and gives up, more often than the interval.
+    for _ in range(20):
+        if len(told_at) >= 4:
+            break
+        await asyncio.sleep(every_s * 0.6)
+        behind = queue.try_acquire("p")
+        assert isinstance(behind, Waiter)
+        leaving = asyncio.create_task(queue.wait(behind, 60))
+        await _let_run()
+        leaving.cancel()
+        await _let_run()
+    task.cancel()
+    await asyncio.wait({task}, timeout=5)
+    assert task.cancelled()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(told_at)]
+    assert max(gaps) < every_s * 1.5, gaps

@@ -66,6 +66,7 @@ def _parse(
     [
         ("X-Meld-Peer", "Bad Peer"),
         ("X-Meld-Timestamp", "12a"),
+        ("X-Meld-Timestamp", "1" * 5000),
         ("X-Meld-Nonce", "short"),
         ("X-Meld-Signature", "v2=" + "0" * 64),
         ("X-Meld-Signature", "v1=" + "G" * 64),

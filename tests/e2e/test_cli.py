@@ -236,6 +236,11 @@ def test_bad_input_is_one_line_on_stderr_and_changes_nothing(
         (["peers", "add", "-bad"], 2),
         (["peers", "add", "agent-2", "--credits", "-1"], 2),
         (["peers", "add", "agent-2", "--credits", "many"], 2),
+        (["peers", "add", "agent-2", "--credits", str(2**63)], 2),
+        (["credits", "grant", "agent-1", str(2**63 - 1), "--reason", "x"], 2),
+        (["credits", "grant", "agent-1", str(10**15 + 1), "--reason", "x"], 2),
+        (["credits", "deduct", "agent-1", "9" * 5000, "--reason", "x"], 2),
+        (["credits", "show", "agent-1", "--limit", str(2**64)], 2),
         (["peers", "disable", "nobody"], 1),
         (["peers", "enable", "nobody"], 1),
         (["peers", "rotate", "nobody"], 1),
@@ -277,6 +282,33 @@ def test_a_bad_config_file_is_one_line_naming_the_file_and_key(home: Home) -> No
     line = one_error_line(done)
     assert str(home.config) in line and "limits.burst" in line
     assert not (home.data / "ledger.db").exists()
+
+
+def test_a_grant_of_10_to_the_15_is_the_most_one_argument_may_name(
+    home: Home, agent: str
+) -> None:
+    home.cli("credits", "grant", "agent-1", "1_000_000_000_000_000", "--reason", "x")
+    assert home.json("credits", "show", "agent-1")["balance"] == 10**15 + 100
+
+
+@pytest.mark.parametrize("command", [["peers", "list"], ["credits", "show", "a"]])
+def test_reading_where_no_ledger_exists_says_so_and_creates_none(
+    home: Home, command: list[str]
+) -> None:
+    done = home.cli(*command, expect=1)
+
+    line = one_error_line(done)
+    assert f"no ledger exists at {home.data / 'ledger.db'}" in line
+    assert not (home.data / "ledger.db").exists()
+
+
+def test_a_corrupt_ledger_is_one_line_naming_the_file(home: Home) -> None:
+    home.data.mkdir()
+    (home.data / "ledger.db").write_bytes(b"not a database at all" * 100)
+
+    for command in (["peers", "list"], ["peers", "add", "agent-9"]):
+        done = home.cli(*command, expect=1)
+        assert str(home.data / "ledger.db") in one_error_line(done)
 
 
 def test_a_missing_config_file_is_named(home: Home, tmp_path: Path) -> None:
@@ -441,6 +473,24 @@ def test_a_grant_made_while_serving_is_visible_at_once(
 
     assert after["balance"] - before["balance"] == 250
     assert after["recent"][0]["reason"] == "while serving"
+    assert stop(served)[0] == 0
+
+
+def test_rotate_and_disable_take_effect_on_a_running_node(
+    home: Home, agent: str, served: subprocess.Popen[str]
+) -> None:
+    def credits_status(secret: str) -> int:
+        auth = MeldAuth("agent-1", secret)
+        with httpx.Client(base_url=home.url, auth=auth) as client:
+            return client.get("/v1/credits").status_code
+
+    new_secret = home.json("peers", "rotate", "agent-1")["secret"]
+    rotated = [credits_status(agent), credits_status(new_secret)]
+    home.cli("peers", "disable", "agent-1")
+    disabled = [credits_status(agent), credits_status(new_secret)]
+
+    assert rotated == [200, 200]  # the old secret lives on through its grace
+    assert disabled == [401, 401]
     assert stop(served)[0] == 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -282,3 +283,158 @@ async def test_request_log_keeps_every_answered_completion(
     assert rows[bad.headers["x-meld-request-id"]].status == 404
     assert hashlib.sha256(b"").hexdigest()  # the log holds no prompt text
     assert all("hello" not in repr(r) for r in rows.values())
+
+
+async def test_deeply_nested_json_from_a_stranger_is_answered_401_at_once(
+    node: Node,
+) -> None:
+    body = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    headers = {
+        "X-Meld-Peer": "nobody",
+        "X-Meld-Timestamp": str(int(time.time())),
+        "X-Meld-Nonce": "n" * 20,
+        "X-Meld-Signature": "v1=" + "0" * 64,
+    }
+    async with httpx.AsyncClient(base_url=node.url, timeout=10) as client:
+        response = await client.post(
+            "/v1/chat/completions", content=body, headers=headers
+        )
+    assert response.status_code == 401
+
+
+async def test_deeply_nested_json_from_a_peer_is_a_400_that_holds_nothing(
+    node: Node, agent: httpx.AsyncClient
+) -> None:
+    body = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = await agent.post("/v1/chat/completions", content=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request"
+    assert await _balance(node) == (1000, 0)
+
+
+async def test_a_ledger_failing_in_admission_is_a_500_with_its_request_id(
+    node: Node, agent: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(node.ledger, "admit", broken)
+    response = await agent.post("/v1/chat/completions", json=chat_body())
+    assert response.status_code == 500
+    assert response.json()["error"]["type"] == "internal_error"
+    assert response.headers["x-meld-request-id"].startswith("req_")
+    assert node.router.limiter.in_flight("agent-1") == 0
+
+
+async def test_a_refusal_the_ledger_cannot_log_is_still_answered(
+    node: Node, agent: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(node.ledger, "record", broken)
+    response = await agent.post("/v1/chat/completions", json=chat_body("nope"))
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "model_not_found"
+
+
+async def test_a_timestamp_of_5000_digits_is_a_401(node: Node) -> None:
+    headers = {
+        "X-Meld-Peer": "agent-1",
+        "X-Meld-Timestamp": "1" * 5000,
+        "X-Meld-Nonce": "n" * 20,
+        "X-Meld-Signature": "v1=" + "0" * 64,
+    }
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        models = await client.get("/v1/models", headers=headers)
+        chat = await client.post("/v1/chat/completions", headers=headers, content=b"{}")
+    assert [models.status_code, chat.status_code] == [401, 401]
+    assert chat.json()["error"]["type"] == "unauthorized"
+
+
+MELD_HEADERS = (
+    "x-meld-request-id",
+    "x-meld-queue-position",
+    "x-meld-queued-ms",
+    "x-meld-credits-charged",
+    "x-meld-balance",
+)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_replay_carries_the_meld_headers_of_the_first_answer(
+    agent: httpx.AsyncClient, stream: bool
+) -> None:
+    headers = {"Idempotency-Key": f"order-{stream}"}
+    body = chat_body(max_tokens=5, stream=stream)
+    first = await agent.post("/v1/chat/completions", json=body, headers=headers)
+    again = await agent.post("/v1/chat/completions", json=body, headers=headers)
+    assert again.headers["x-meld-replayed"] == "true"
+    assert again.content == first.content
+    if stream:
+        done = again.text.split("event: meld.done\ndata: ")[1].split("\n")[0]
+        request_id = json.loads(done)["request_id"]
+    else:
+        request_id = again.json()["meld"]["request_id"]
+    assert again.headers["x-meld-request-id"] == request_id
+    assert again.headers.get_list("x-meld-request-id") == [request_id]
+    for name in MELD_HEADERS[1:]:
+        assert again.headers[name] == first.headers.get(name, again.headers[name])
+    assert again.headers["x-meld-balance"] == str(
+        json.loads(done)["balance"] if stream else again.json()["meld"]["balance"]
+    )
+
+
+async def test_a_stream_that_did_not_queue_says_queue_position_0(
+    agent: httpx.AsyncClient,
+) -> None:
+    body = chat_body(stream=True, max_tokens=4)
+    async with agent.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.headers["x-meld-queue-position"] == "0"
+        await response.aread()
+
+
+async def test_metrics_label_a_model_no_backend_routes_as_unknown(
+    node: Node, agent: httpx.AsyncClient
+) -> None:
+    for i in range(3):
+        await agent.post("/v1/chat/completions", json=chat_body(f"junk-{i}"))
+    await agent.post("/v1/chat/completions", json=chat_body(max_tokens=2))
+    text = node.metrics.render().decode()
+    assert "junk-" not in text
+    assert 'model="unknown",status="404"} 3.0' in text
+    assert 'model="sim-small",status="200"} 1.0' in text
+
+
+async def test_a_model_on_an_unhealthy_backend_is_a_503_that_holds_nothing(
+    node: Node, agent: httpx.AsyncClient
+) -> None:
+    node.router.routes["sim"].healthy = False
+    response = await agent.post("/v1/chat/completions", json=chat_body(max_tokens=4))
+    assert response.status_code == 503
+    assert response.json()["error"]["type"] == "unavailable"
+    assert response.headers["x-meld-request-id"].startswith("req_")
+    assert await _balance(node) == (1000, 0)
+    assert node.router.limiter.in_flight("agent-1") == 0
+
+
+async def _chunks(count: int) -> AsyncIterator[bytes]:
+    for _ in range(count):
+        yield b"x" * 65_536
+
+
+async def test_413_and_405_answers_carry_a_request_id(node: Node) -> None:
+    async with httpx.AsyncClient(base_url=node.url) as client:
+        chunked = await client.post("/v1/chat/completions", content=_chunks(20))
+        wrong_method = await client.delete("/v1/health")
+    assert "content-length" not in chunked.request.headers
+    assert (chunked.status_code, chunked.json()["error"]["type"]) == (
+        413,
+        "payload_too_large",
+    )
+    assert (wrong_method.status_code, wrong_method.json()["error"]["type"]) == (
+        405,
+        "method_not_allowed",
+    )
+    for response in (chunked, wrong_method):
+        assert response.headers["x-meld-request-id"].startswith("req_")

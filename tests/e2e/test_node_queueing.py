@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from meld_core import router as router_module
 from meld_core.node import Node
+from meld_core.router import Exchange
 from tests.support.nodes import chat_body, peer_client, running_node, write_config
 
 pytestmark = pytest.mark.asyncio
@@ -197,3 +201,59 @@ async def test_unlimited_backend_passes_straight_through(tmp_path: Path) -> None
             responses = await asyncio.gather(*tasks)
     assert {r.status_code for r in responses} == {200}
     assert {r.json()["meld"]["queue_position"] for r in responses} == {0}
+
+
+async def test_callers_who_leave_during_admission_free_their_in_flight_slots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_config(tmp_path, extra="[limits]\nmax_in_flight = 2\n")
+    async with running_node(config) as node:
+        _, secret = await node.add_peer("agent-1", credits=1000)
+        opened: asyncio.Queue[Exchange] = asyncio.Queue()
+        open_exchange = node.router.open
+
+        def spy(*args: Any) -> Exchange:
+            exchange = open_exchange(*args)
+            opened.put_nowait(exchange)
+            return exchange
+
+        monkeypatch.setattr(node.router, "open", spy)
+        async with peer_client(node, "agent-1", secret) as client:
+            for _ in range(3):
+                # Another process (the command line, say) holds the write lock.
+                blocker = sqlite3.connect(node.config.db_path, isolation_level=None)
+                blocker.execute("BEGIN IMMEDIATE")
+                leaving = asyncio.create_task(
+                    client.post("/v1/chat/completions", json=chat_body())
+                )
+                exchange = await asyncio.wait_for(opened.get(), 10)
+                leaving.cancel()
+                assert exchange.task is not None
+                await asyncio.wait({exchange.task}, timeout=10)
+                assert exchange.task.cancelled()
+                blocker.execute("COMMIT")
+                blocker.close()
+                await asyncio.wait_for(node.router.drain(), 10)
+            assert node.router.limiter.in_flight("agent-1") == 0
+            assert (await node.ledger.balance("agent-1")).held == 0
+            response = await client.post("/v1/chat/completions", json=chat_body())
+        assert response.status_code == 200, response.text
+
+
+async def test_a_stream_past_the_longest_a_stream_may_run_ends_with_504(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(router_module, "MAX_STREAM_S", 0.2)
+    config = write_config(tmp_path, ttft_s=0.01, tpot_s=0.05)
+    async with running_node(config) as node:
+        _, secret = await node.add_peer("agent-1", credits=1000)
+        body = chat_body(stream=True, max_tokens=200)
+        async with peer_client(node, "agent-1", secret) as client:
+            response = await client.post("/v1/chat/completions", json=body)
+        await eventually(lambda: not node.router.exchanges)
+        balance = await node.ledger.balance("agent-1")
+        records = await node.ledger.requests(limit=1)
+    assert "event: meld.error" in response.text
+    assert "upstream_timeout" in response.text and "[DONE]" not in response.text
+    assert (balance.balance, balance.held) == (1000, 0)
+    assert (records[0].status, records[0].error_type) == (504, "upstream_timeout")
