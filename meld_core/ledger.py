@@ -91,14 +91,14 @@ class Ledger:
         hold: int = 0,
         request_id: str = "",
         hold_ttl_s: float = 600.0,
-        gate: Callable[[str], None] | None = None,
+        gate: ops.Gate | None = None,
         idempotency: tuple[str, str] | None = None,
     ) -> Admission:
         """Verify a signed request, spend its nonce and place its hold, in one op.
 
         Args:
-            gate: called with the peer id after the nonce is spent, in the database
-                thread; it refuses by raising a MeldError.
+            gate: called with the peer id and its own limits after the nonce is
+                spent, in the database thread; it refuses by raising a MeldError.
             idempotency: the request's Idempotency-Key and body SHA-256.
         """
         if hold < 0:

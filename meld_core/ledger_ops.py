@@ -29,6 +29,10 @@ from .types import Admission, Balance, RequestRecord, Transfer
 
 log = logging.getLogger(__name__)
 
+# Called in admission with the peer and its own limits (requests per minute, in
+# flight; None for the node's default), read in the same statement as its money.
+Gate = Callable[[str, tuple[int | None, int | None]], None]
+
 NONCE_TTL_S = 600.0
 IDEMPOTENCY_TTL_S = 24 * 3600.0
 NODE_ACTOR = "node"
@@ -40,7 +44,7 @@ MAX_BALANCE = 10**18
 # One row per live secret of an enabled peer, each carrying the peer's money, so
 # admission reads everything it needs in one statement.
 _ADMISSION = """
-    SELECT s.secret, a.balance, h.balance
+    SELECT s.secret, a.balance, h.balance, p.requests_per_minute, p.max_in_flight
     FROM peers p
     JOIN secrets s ON s.peer = p.id
     JOIN accounts a ON a.id = 'peer:' || p.id
@@ -124,7 +128,7 @@ def admit(
     hold: int,
     request_id: str,
     hold_ttl_s: float,
-    gate: Callable[[str], None] | None,
+    gate: Gate | None,
     idempotency: tuple[str, str] | None,
     seen: dict[str, float],
 ) -> Admission:
@@ -139,7 +143,7 @@ def admit(
     live = conn.execute(_ADMISSION, (peer, now)).fetchall()
     if not live or not signed.verify(row[0] for row in live):
         raise Unauthorized()
-    _, available, held = live[0]
+    _, available, held, *own_limits = live[0]
     spent = conn.execute(
         "INSERT OR IGNORE INTO nonces (peer, nonce, expires_at) VALUES (?, ?, ?)",
         (peer, signed.nonce, signed.timestamp + NONCE_TTL_S),
@@ -157,7 +161,7 @@ def admit(
     hold_id = None
     try:
         if gate is not None:
-            gate(peer)
+            gate(peer, (own_limits[0], own_limits[1]))
         if idempotency is not None:
             replay = claim_key(conn, peer, *idempotency, now)
         if replay is None and hold > available:

@@ -44,9 +44,21 @@ class PeerLimiter:
             in_flight or self.defaults.max_in_flight,
         )
 
-    def reserve(self, peer: str, request_id: str) -> None:
-        """Count a request against its peer, or raise RateLimited and count nothing."""
+    def reserve(
+        self,
+        peer: str,
+        request_id: str,
+        own_limits: tuple[int | None, int | None] | None = None,
+    ) -> None:
+        """Count a request against its peer, or raise RateLimited and count nothing.
+
+        Args:
+            own_limits: the peer's own limits as the ledger has them now; they
+                replace what `set_overrides` said before.
+        """
         now = self.clock()
+        if own_limits is not None:
+            self.set_overrides(peer, *own_limits)
         rpm, max_in_flight = self.limits_of(peer)
         with self._lock:
             starts = self._starts.setdefault(peer, deque())

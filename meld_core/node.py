@@ -137,7 +137,6 @@ class Node:
             clock=self.clock,
             wall_clock=self.wall_clock,
         )
-        await self._refresh_limits()
 
     async def _serve(self) -> None:
         settings = self.config.node
@@ -354,12 +353,6 @@ class Node:
         expired = await self.ledger.release_expired_holds()
         if expired:
             log.warning("released %s expired holds", expired)
-
-    async def _refresh_limits(self) -> None:
-        for peer in await self.ledger.peers():
-            self.router.limiter.set_overrides(
-                peer.id, peer.requests_per_minute, peer.max_in_flight
-            )
 
     async def add_peer(
         self, peer_id: str, *, credits: int = 0, actor: str = "console"

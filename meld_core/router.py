@@ -260,8 +260,8 @@ class Router:
         if idem_key:
             idempotency = (idem_key, hashlib.sha256(raw).hexdigest())
 
-        def gate(peer: str) -> None:
-            self.limiter.reserve(peer, rid)
+        def gate(peer: str, own_limits: tuple[int | None, int | None]) -> None:
+            self.limiter.reserve(peer, rid, own_limits)
             route.check_admission()
 
         ttl = route.config.queue_timeout_s + route.config.request_timeout_s

@@ -34,6 +34,7 @@ from .common import (
 )
 
 ROTATE_GRACE_S = 3600
+_UNSET = object()  # a limit flag not given, unlike 'default', which is None
 STATEMENT_LIMIT = 20
 
 
@@ -84,6 +85,22 @@ def _add_peer_parsers(
     rotate.add_argument("id", type=peer_id, metavar="ID", help="the peer's id")
     rotate.add_argument("--json", action="store_true", help="print JSON for scripts")
     rotate.set_defaults(run=peers_rotate)
+
+    limits = peer_commands.add_parser(
+        "limits",
+        parents=[common],
+        help="set a peer's own limits; 'default' falls back to the node's [limits]",
+    )
+    limits.add_argument("id", type=peer_id, metavar="ID", help="the peer's id")
+    for flag, what in (
+        ("--requests-per-minute", "requests a minute"),
+        ("--max-in-flight", "requests in flight at once"),
+    ):
+        limits.add_argument(
+            flag, type=_limit, default=_UNSET, metavar="N|default",
+            help=f"{what}; without it the peer's setting stays as it is",
+        )  # fmt: skip
+    limits.set_defaults(run=peers_limits)
 
 
 def _add_credit_parsers(
@@ -204,6 +221,8 @@ def _peer_json(record: PeerRecord) -> dict[str, Any]:
         "requests_1h": record.requests_1h,
         "created_at": record.created_at,
         "last_seen": record.last_seen,
+        "requests_per_minute": record.requests_per_minute,
+        "max_in_flight": record.max_in_flight,
     }
 
 
@@ -247,6 +266,46 @@ def peers_rotate(args: argparse.Namespace) -> int:
     print("Store it now: it is shown only this once. The old secret keeps working")
     print(f"for {ROTATE_GRACE_S // 60} minutes, until {when(expires)}, then stops.")
     return 0
+
+
+def _limit(text: str) -> int | None:
+    """A limit as typed: a positive whole number, or 'default' for the node's."""
+    return None if text == "default" else positive_int(text)
+
+
+def peers_limits(args: argparse.Namespace) -> int:
+    """Set a peer's own requests-per-minute and in-flight limits."""
+    config = read_config(args)
+    given = {
+        name: getattr(args, name)
+        for name in ("requests_per_minute", "max_in_flight")
+        if getattr(args, name) is not _UNSET
+    }
+    if not given:
+        fail("name --requests-per-minute, --max-in-flight or both", status=2)
+
+    async def act() -> PeerRecord:
+        async with _ledger(config) as ledger:
+            record = await ledger.peer(args.id)
+            await ledger.set_peer_limits(
+                args.id,
+                requests_per_minute=given.get(
+                    "requests_per_minute", record.requests_per_minute
+                ),
+                max_in_flight=given.get("max_in_flight", record.max_in_flight),
+            )
+            return await ledger.peer(args.id)
+
+    record = asyncio.run(act())
+    node = config.limits
+    rpm = _shown(record.requests_per_minute, node.requests_per_minute)
+    in_flight = _shown(record.max_in_flight, node.max_in_flight)
+    print(f"peer {record.id}: {rpm} requests a minute, {in_flight} in flight.")
+    return 0
+
+
+def _shown(own: int | None, node_default: int) -> str:
+    return f"{node_default} (the node's default)" if own is None else str(own)
 
 
 def credits_change(args: argparse.Namespace) -> int:

@@ -341,17 +341,18 @@ async def test_a_hold_beyond_available_holds_nothing_and_spends_the_nonce(
 async def test_a_gate_refusal_spends_the_nonce_and_holds_nothing(
     ledger: Ledger, alice: str, clock: Clock
 ) -> None:
-    seen: list[str] = []
+    await ledger.set_peer_limits("alice", requests_per_minute=7, max_in_flight=None)
+    seen: list[tuple[str, tuple[int | None, int | None]]] = []
 
-    def gate(peer: str) -> None:
-        seen.append(peer)
+    def gate(peer: str, own_limits: tuple[int | None, int | None]) -> None:
+        seen.append((peer, own_limits))
         raise RateLimited("slow down", retry_after_s=2.0)
 
     request = sign_alice(alice, clock)
     with pytest.raises(RateLimited):
         await ledger.admit(request, hold=10, gate=gate)
 
-    assert seen == ["alice"]
+    assert seen == [("alice", (7, None))]
     assert (await ledger.balance("alice")).held == 0
     assert (await ledger.peer("alice")).last_seen == clock()
     with pytest.raises(Unauthorized):

@@ -494,6 +494,44 @@ def test_rotate_and_disable_take_effect_on_a_running_node(
     assert stop(served)[0] == 0
 
 
+def test_limits_set_from_the_command_line_bind_a_running_node_at_once(
+    home: Home, agent: str, served: subprocess.Popen[str]
+) -> None:
+    hi = [{"role": "user", "content": "hi"}]
+    body = {"model": "sim-small", "max_tokens": 1, "messages": hi}
+
+    def chat() -> int:
+        with httpx.Client(base_url=home.url, auth=MeldAuth("agent-1", agent)) as c:
+            return c.post("/v1/chat/completions", json=body).status_code
+
+    before = [chat(), chat()]
+    done = home.cli("peers", "limits", "agent-1", "--requests-per-minute", "3")
+    after = [chat(), chat()]
+    listed = {p["id"]: p for p in home.json("peers", "list")}
+    reset = home.cli("peers", "limits", "agent-1", "--requests-per-minute", "default")
+
+    assert before == [200, 200]
+    assert (
+        done.stdout
+        == "peer agent-1: 3 requests a minute, 16 (the node's default) in flight.\n"
+    )
+    assert after == [200, 429]  # the third and fourth in the minute
+    assert listed["agent-1"]["requests_per_minute"] == 3
+    assert listed["agent-1"]["max_in_flight"] is None
+    assert "120 (the node's default) requests a minute" in reset.stdout
+    assert chat() == 200
+    assert stop(served)[0] == 0
+
+
+def test_limits_without_a_flag_or_with_zero_are_refused(home: Home, agent: str) -> None:
+    bare = home.cli("peers", "limits", "agent-1", expect=2)
+    zero = home.cli("peers", "limits", "agent-1", "--max-in-flight", "0", expect=2)
+
+    assert bare.stderr.count("\n") == 1 and "--max-in-flight" in bare.stderr
+    assert zero.stderr.count("\n") == 1 and "positive whole number" in zero.stderr
+    assert home.json("peers", "list")[0]["max_in_flight"] is None
+
+
 def test_serve_keeps_its_secret_and_log_files_private(
     home: Home, served: subprocess.Popen[str]
 ) -> None:
