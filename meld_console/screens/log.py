@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from textual import work
@@ -14,6 +15,8 @@ from meld_core.types import NodeSnapshot
 from ..logs import LEVELS, LogLine, LogReader
 from ..widgets import LogTail
 from .base import LiveScreen
+
+log = logging.getLogger(__name__)
 
 
 class LogScreen(LiveScreen):
@@ -33,11 +36,19 @@ class LogScreen(LiveScreen):
             super().__init__()
             self.lines = lines
 
+    class ReadFailed(Message):
+        """The log file could not be read; `note` says why."""
+
+        def __init__(self, note: str) -> None:
+            super().__init__()
+            self.note = note
+
     def __init__(self) -> None:
         super().__init__()
         self._path: Path | None = None
         self._reader: LogReader | None = None
         self._reading = False
+        self._problem: str | None = None
 
     def compose_body(self) -> ComposeResult:
         yield Label("", id="log-title", classes="section-title")
@@ -60,13 +71,24 @@ class LogScreen(LiveScreen):
         assert self._reader is not None
         try:
             lines = self._reader.read_new()
+        except Exception as exc:
+            # Said once: an unreadable file fails again on every tick.
+            if self._problem is None:
+                log.error("cannot read %s", self._path, exc_info=exc)
+                self._problem = f"Cannot read the log: {type(exc).__name__}: {exc}"
+                self.post_message(self.ReadFailed(self._problem))
+            return
         finally:
             self._reading = False
+        self._problem = None
         if lines:
             self.post_message(self.LinesRead(lines))
 
     def on_log_screen_lines_read(self, message: LinesRead) -> None:
         self.query_one(LogTail).add(message.lines)
+
+    def on_log_screen_read_failed(self, message: ReadFailed) -> None:
+        self.notify(message.note, severity="error")
 
     def action_next_level(self) -> None:
         tail = self.query_one(LogTail)

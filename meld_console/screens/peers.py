@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,8 @@ from .credit_dialog import CreditDialog, CreditOrder
 from .new_peer_dialog import NewPeer, NewPeerDialog
 from .secret_dialog import SecretDialog
 from .statement import StatementScreen
+
+log = logging.getLogger(__name__)
 
 # Actions that change money or peers; a read-only console refuses all of them.
 CHANGES = frozenset({"grant", "deduct", "add_peer", "rotate", "toggle_enabled"})
@@ -94,6 +97,7 @@ class PeersScreen(LiveScreen):
     def __init__(self) -> None:
         super().__init__()
         self._loading = False
+        self._load_problem: str | None = None
 
     def compose_body(self) -> ComposeResult:
         yield Label("", id="peers-title", classes="section-title")
@@ -126,11 +130,15 @@ class PeersScreen(LiveScreen):
     async def _load_peers(self) -> None:
         try:
             peers = await self.console.node.peers()
-        except MeldError as exc:
-            self.post_message(self.ActionFailed(f"cannot list peers: {exc.message}"))
+        except Exception as exc:
+            # A broken ledger fails on every tick: say so once, not every second.
+            if self._load_problem is None:
+                self._load_problem = _failure(exc, "cannot list peers", "list peers")
+                self.post_message(self.ActionFailed(self._load_problem))
             return
         finally:
             self._loading = False
+        self._load_problem = None
         self.post_message(self.PeersLoaded(peers))
 
     def on_peers_screen_peers_loaded(self, message: PeersLoaded) -> None:
@@ -185,8 +193,9 @@ class PeersScreen(LiveScreen):
                 reason=order.reason,
                 actor=self.console.actor,
             )
-        except MeldError as exc:
-            self.post_message(self.ActionFailed(f"{order.kind} refused: {exc.message}"))
+        except Exception as exc:
+            note = _failure(exc, f"{order.kind} refused", order.kind)
+            self.post_message(self.ActionFailed(note))
             return
         self.post_message(self.CreditsChanged(order, transfer))
 
@@ -215,8 +224,10 @@ class PeersScreen(LiveScreen):
             _, secret = await self.console.node.add_peer(
                 new_peer.peer_id, credits=new_peer.credits, actor=self.console.actor
             )
-        except MeldError as exc:
-            self.post_message(self.ActionFailed(f"add refused: {exc.message}"))
+        except Exception as exc:
+            self.post_message(
+                self.ActionFailed(_failure(exc, "add refused", "add peer"))
+            )
             return
         self.post_message(self.SecretIssued(new_peer.peer_id, secret, what="new"))
 
@@ -235,8 +246,10 @@ class PeersScreen(LiveScreen):
             secret = await self.console.node.rotate_peer(
                 peer_id, actor=self.console.actor
             )
-        except MeldError as exc:
-            self.post_message(self.ActionFailed(f"rotate refused: {exc.message}"))
+        except Exception as exc:
+            self.post_message(
+                self.ActionFailed(_failure(exc, "rotate refused", "rotate"))
+            )
             return
         self.post_message(self.SecretIssued(peer_id, secret, what="rotated"))
 
@@ -263,8 +276,10 @@ class PeersScreen(LiveScreen):
             await self.console.node.set_peer_enabled(
                 peer_id, enabled, actor=self.console.actor
             )
-        except MeldError as exc:
-            self.post_message(self.ActionFailed(f"refused: {exc.message}"))
+        except Exception as exc:
+            self.post_message(
+                self.ActionFailed(_failure(exc, "refused", "enable or disable"))
+            )
             return
         state = "enabled" if enabled else "disabled"
         self.post_message(self.PeerChanged(f"{peer_id} is {state}."))
@@ -293,8 +308,10 @@ class PeersScreen(LiveScreen):
     async def _load_statement(self, peer_id: str) -> None:
         try:
             transfers = await self.console.node.statement(peer_id, limit=50)
-        except MeldError as exc:
-            self.post_message(self.ActionFailed(f"no statement: {exc.message}"))
+        except Exception as exc:
+            self.post_message(
+                self.ActionFailed(_failure(exc, "no statement", "statement"))
+            )
             return
         self.post_message(self.StatementLoaded(peer_id, transfers))
 
@@ -339,3 +356,19 @@ class PeersScreen(LiveScreen):
     def on_data_table_row_selected(self, event: PeerTable.RowSelected) -> None:
         event.stop()
         self.action_statement()
+
+
+def _failure(exc: Exception, refused: str, what: str | None = None) -> str:
+    """What to tell the operator about a failed ledger call; logs the unexpected.
+
+    Args:
+        refused: how a refusal by the node reads, such as `grant refused`.
+        what: the action's name for a failure that is not a refusal.
+    """
+    if isinstance(exc, MeldError):
+        return f"{refused}: {exc.message}"
+    # Not the node refusing but something breaking (a disk, a bug): the traceback
+    # goes to the log file, and the console keeps running so the operator can act.
+    what = what or refused
+    log.error("%s failed", what, exc_info=exc)
+    return f"{what} failed: {type(exc).__name__}: {exc} (traceback in the log)"

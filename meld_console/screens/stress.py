@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from textual import work
 from textual.app import ComposeResult
@@ -17,6 +18,8 @@ from meld_core.types import NodeSnapshot
 
 from .. import format as fmt
 from .base import LiveScreen
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LEVELS = "1,5,10,20"
 RESULT_COLUMNS = (
@@ -173,6 +176,11 @@ class StressScreen(LiveScreen):
             self.post_message(
                 self.RunEnded(f"The run failed: {exc.message}", failed=True)
             )
+        except Exception as exc:
+            # A bug or a broken socket ends the run, never the console and its node.
+            log.error("the stress run failed", exc_info=exc)
+            note = f"The run failed: {type(exc).__name__}: {exc}"
+            self.post_message(self.RunEnded(note, failed=True))
         except asyncio.CancelledError:
             self.post_message(self.RunEnded("Stopped."))
             raise
