@@ -273,7 +273,8 @@ class MeldConsole(App[int]):
         self.push_screen(ConfirmDialog(question, confirm="Quit"), answered)
 
     async def action_quit(self) -> None:
-        self.shutdown("ctrl+q")
+        # Textual's own ctrl+q: it must not skip the question a stress run asks.
+        await self.action_request_quit()
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         for mode, title in TABS:
