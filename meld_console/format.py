@@ -60,6 +60,21 @@ def credits(amount: int) -> str:
     return f"{amount:,}".replace(",", " ")
 
 
+def middle(text: str, width: int) -> str:
+    """`text` cut to `width` cells by an ellipsis in its middle, keeping both ends.
+
+    An id's end tells peers apart as often as its start (`agent-prod-1`,
+    `agent-prod-2`), so neither end is the one to lose.
+    """
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    head = width // 2
+    tail = width - 1 - head
+    return text[:head] + "…" + (text[-tail:] if tail else "")
+
+
 def clock_time(at: float) -> str:
     """The local wall-clock time of a timestamp, `HH:MM:SS`."""
     return time.strftime("%H:%M:%S", time.localtime(at))

@@ -21,9 +21,13 @@ class NewPeer:
 
 
 class NewPeerDialog(ModalScreen[NewPeer | None]):
-    """Asks for a peer id and opening credits; opens on Cancel."""
+    """Asks for a peer id and opening credits; opens on the id.
 
-    AUTO_FOCUS = "#cancel"
+    Add stays disabled until the id is valid and new, so a habitual Enter cannot
+    add a peer.
+    """
+
+    AUTO_FOCUS = "#peer-id"
 
     BINDINGS = [("escape", "cancel", "Cancel")]
 

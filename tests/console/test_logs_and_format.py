@@ -75,3 +75,11 @@ def test_durations_and_latencies_read_compactly() -> None:
     ]
     assert [fmt.millis(v) for v in (None, 840, 2410)] == ["\u2013", "840ms", "2.41s"]
     assert fmt.credits(10_000_000) == "10 000 000"
+
+
+def test_middle_keeps_both_ends_of_a_long_id() -> None:
+    long_id = "agent-" + "x" * 50 + "-prod-2"
+    cut = fmt.middle(long_id, 20)
+    assert len(cut) == 20
+    assert cut.startswith("agent-") and cut.endswith("prod-2") and "…" in cut
+    assert fmt.middle("agent-7", 20) == "agent-7"

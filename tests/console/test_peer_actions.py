@@ -133,7 +133,8 @@ async def test_a_new_peer_secret_is_shown_once_and_works(
         await open_peers(app, pilot, node.console_peer)
         await pilot.press("a")
         assert isinstance(app.screen, NewPeerDialog)
-        await pilot.press("tab", *"agent-9", "enter", *"40", "enter", "enter")
+        assert app.focused is not None and app.focused.id == "peer-id"
+        await pilot.press(*"agent-9", "enter", *"40", "enter", "enter")
         await until(lambda: isinstance(app.screen, SecretDialog), pilot, what="secret")
 
         shown = [w for w in SECRET_PATTERN.findall(screen_text(app))]
@@ -145,14 +146,34 @@ async def test_a_new_peer_secret_is_shown_once_and_works(
             credits = (await client.get("/v1/credits")).json()
         assert credits["balance"] == 40
 
-        await pilot.press("enter")
+        await pilot.press("y")
+        await pilot.pause()
+        assert isinstance(app.screen, PeersScreen)
+        assert "agent-9" in app.screen.query_one(PeerTable).rows
+        assert secret not in screen_text(app)
+        assert not SECRET_PATTERN.search(screen_text(app))
+        assert secret not in logged.read_text(encoding="utf-8")
+
+
+async def test_enter_and_escape_typed_ahead_do_not_close_the_secret_dialog(
+    config: Config,
+) -> None:
+    async with console(config) as (app, node, pilot):
+        await open_peers(app, pilot, node.console_peer)
+        await pilot.press("a", *"agent-9", "enter", "enter", "enter")
+        await until(lambda: isinstance(app.screen, SecretDialog), pilot, what="secret")
+        (secret,) = SECRET_PATTERN.findall(screen_text(app))
+
+        await pilot.press("enter", "escape", "enter", "space")
+        assert isinstance(app.screen, SecretDialog)
+        assert secret in screen_text(app)
+
+        await pilot.press("c")
+        assert app.clipboard == ""  # sent to the terminal, not kept by the app
+        await pilot.press("y")
         await pilot.pause()
         assert isinstance(app.screen, PeersScreen)
         assert secret not in screen_text(app)
-        assert not SECRET_PATTERN.search(screen_text(app))
-        log_text = logged.read_text(encoding="utf-8")
-        assert "agent-9" in log_text or "node" in log_text
-        assert secret not in log_text
 
 
 async def test_rotate_shows_a_new_secret_that_works(config: Config) -> None:
@@ -164,6 +185,7 @@ async def test_rotate_shows_a_new_secret_that_works(config: Config) -> None:
         await pilot.press("tab", "enter")
         await until(lambda: isinstance(app.screen, SecretDialog), pilot, what="secret")
         (new,) = SECRET_PATTERN.findall(screen_text(app))
+        assert "agent-1" in screen_text(app)
         assert new != old
         async with httpx.AsyncClient(
             base_url=node.url, auth=MeldAuth("agent-1", new)

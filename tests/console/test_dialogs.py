@@ -1,0 +1,33 @@
+"""Dialogs at 80x24: long peer ids stay readable at both ends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from meld_console.app import MeldConsole
+from meld_console.screens import SecretDialog
+
+from .conftest import running
+from .frozen import NOW, FrozenNode, frozen_config
+from .screen_text import screen_text
+
+# The longest id the protocol allows: 63 characters.
+LONG_ID = "agent-" + "0123456789" * 5 + "-eu-west-2"
+
+
+def frozen_console(tmp_path: Path) -> MeldConsole:
+    return MeldConsole(
+        FrozenNode(frozen_config(tmp_path)), clock=lambda: NOW, interval_s=60.0
+    )
+
+
+async def test_the_secret_dialog_shows_both_ends_of_a_long_peer_id(
+    tmp_path: Path,
+) -> None:
+    app = frozen_console(tmp_path)
+    async with running(app) as pilot:
+        app.push_screen(SecretDialog(LONG_ID, "msk_" + "A" * 43, what="new"))
+        await pilot.pause()
+
+        text = screen_text(app)
+        assert "agent-01234" in text and "-eu-west-2" in text
