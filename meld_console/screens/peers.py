@@ -176,7 +176,14 @@ class PeersScreen(LiveScreen):
     def _open_credit_dialog(self, kind: str) -> None:
         if self._refused(kind) or (peer := self._selected()) is None:
             return
-        self.app.push_screen(CreditDialog(peer, kind=kind), self._apply_credit)
+        dialog = CreditDialog(peer.id, kind=kind, read_peer=self._read_peer)
+        self.app.push_screen(dialog, self._apply_credit)
+
+    async def _read_peer(self, peer_id: str) -> PeerRecord | None:
+        # Node's public surface has no one-peer read; one listing per dialog opened
+        # is cheap next to the refresh, which lists every peer each second.
+        peers = await self.console.node.peers()
+        return next((peer for peer in peers if peer.id == peer_id), None)
 
     def _apply_credit(self, order: CreditOrder | None) -> None:
         if order is not None:

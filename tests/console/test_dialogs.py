@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from meld_console.app import MeldConsole
-from meld_console.screens import SecretDialog
+from meld_console.screens import CreditDialog, SecretDialog
+from meld_core.types import PeerRecord
 
 from .conftest import running
 from .frozen import NOW, FrozenNode, frozen_config
@@ -31,3 +32,20 @@ async def test_the_secret_dialog_shows_both_ends_of_a_long_peer_id(
 
         text = screen_text(app)
         assert "agent-01234" in text and "-eu-west-2" in text
+
+
+async def test_the_credit_dialog_shows_both_ends_of_a_long_peer_id(
+    tmp_path: Path,
+) -> None:
+    app = frozen_console(tmp_path)
+    async with running(app) as pilot:
+        app.push_screen(CreditDialog(LONG_ID, kind="grant", read_peer=_unknown))
+        await pilot.pause()
+
+        text = screen_text(app)
+        assert "agent-01234" in text and "-eu-west-2" in text
+        assert f"no peer {LONG_ID[:20]}" in text
+
+
+async def _unknown(peer_id: str) -> PeerRecord | None:
+    return None

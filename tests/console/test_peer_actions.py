@@ -73,6 +73,41 @@ async def test_the_credit_dialog_shows_the_balance_after_the_change(
         assert "balance after: 700" in text
 
 
+async def test_the_credit_dialog_reads_the_balance_afresh_from_the_ledger(
+    config: Config,
+) -> None:
+    async with console(config) as (app, node, pilot):
+        await node.add_peer("agent-1", credits=1000)
+        await open_peers(app, pilot, "agent-1")
+        await pilot.press("p")  # paused: the table keeps its 1 000
+        await node.grant("agent-1", 500, reason="from the CLI", actor="cli")
+
+        await pilot.press("d", "tab", *"300")
+        await until(
+            lambda: "balance after: 1 200" in screen_text(app), pilot, what="fresh"
+        )
+        assert "balance 1 500" in screen_text(app)
+
+
+async def test_a_deduct_changes_the_balance_by_its_amount_and_records_the_reason(
+    config: Config,
+) -> None:
+    async with console(config) as (app, node, pilot):
+        await node.add_peer("agent-1", credits=1000)
+        await open_peers(app, pilot, "agent-1")
+
+        await pilot.press("d")
+        await until(lambda: "balance 1 000" in screen_text(app), pilot, what="read")
+        await pilot.press("tab", *"275", "enter", *"refund error", "enter", "enter")
+
+        balance = lambda: node.ledger.balance("agent-1")  # noqa: E731
+        await until(lambda: _is(balance(), 725), pilot, what="the deduct")
+        transfers = await node.statement("agent-1")
+        deducts = [t for t in transfers if t.kind == "deduct"]
+        assert [(t.amount, t.reason) for t in deducts] == [(275, "refund error")]
+        assert deducts[0].actor.startswith("console")
+
+
 async def test_cancel_changes_nothing(config: Config) -> None:
     async with console(config) as (app, node, pilot):
         await node.add_peer("agent-1", credits=100)
