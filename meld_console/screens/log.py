@@ -7,6 +7,7 @@ from pathlib import Path
 
 from textual import work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Label
 
@@ -25,8 +26,10 @@ class LogScreen(LiveScreen):
     MODE = "log"
 
     BINDINGS = [
-        ("l", "next_level", "Level"),
-        ("end", "follow", "Follow"),
+        Binding("l", "next_level", "Level"),
+        # Priority, or the log widget's own End takes the key and the footer
+        # never shows it.
+        Binding("end", "follow", "Follow", priority=True),
     ]
 
     class LinesRead(Message):

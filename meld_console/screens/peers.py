@@ -35,16 +35,23 @@ class PeersScreen(LiveScreen):
 
     MODE = "peers"
 
+    # Nine keys do not fit one footer line at 80 columns: pairs share a label, and
+    # the palette's key, listed in the help, gives up its place.
+    FOOTER_PALETTE = False
+    _CREDITS = Binding.Group("Credits", compact=True)
+    _SORT = Binding.Group("Sort", compact=True)
     BINDINGS = [
-        Binding("g", "grant", "Grant"),
-        Binding("d", "deduct", "Deduct"),
+        Binding("g", "grant", "Grant", group=_CREDITS),
+        Binding("d", "deduct", "Deduct", group=_CREDITS),
         Binding("a", "add_peer", "Add"),
         Binding("r", "rotate", "Rotate"),
         Binding("x", "toggle_enabled", "On/off"),
-        Binding("enter", "statement", "Statement"),
+        # Priority, or the table's own Enter takes the key and hides it in the
+        # footer; Enter in the filter box still submits the filter.
+        Binding("enter", "statement", "Statement", priority=True),
         Binding("slash", "filter", "Filter"),
-        Binding("s", "next_sort", "Sort", show=False),
-        Binding("S", "reverse_sort", "Reverse sort", show=False),
+        Binding("s", "next_sort", "Sort", group=_SORT),
+        Binding("S", "reverse_sort", "Reverse sort", group=_SORT),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
@@ -114,6 +121,8 @@ class PeersScreen(LiveScreen):
         return self.query_one(PeerTable)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "statement" and isinstance(self.focused, Input):
+            return False  # Enter belongs to the filter box while it is typed in
         # Hidden from the footer and the palette, and the key does nothing.
         return not (action in CHANGES and self.console.read_only)
 

@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Label
+from textual.widgets import DataTable, Footer, Label
 
 from meld_core.types import Transfer
 
@@ -35,6 +35,7 @@ class StatementScreen(ModalScreen[None]):
                 classes="dialog-title",
             )
             yield DataTable(id="statement", cursor_type="row")
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
