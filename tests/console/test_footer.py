@@ -96,3 +96,37 @@ async def test_one_enter_opens_one_statement_and_enter_in_the_filter_filters(
         assert isinstance(app.screen, PeersScreen)
         assert node.statements == 1
         assert "filter “agent”" in screen_text(app)
+
+
+def _palette(app: MeldConsole) -> set[str]:
+    return {command.title for command in app.get_system_commands(app.screen)}
+
+
+async def test_the_palette_offers_the_actions_of_the_screen_in_view(
+    tmp_path: Path,
+) -> None:
+    app = frozen_console(tmp_path)
+    async with running(app) as pilot:
+        await pilot.press("2")
+        await until(lambda: app.current_mode == "peers", pilot, what="peers")
+        peers = _palette(app)
+        for title in (
+            "Sort by the next column",
+            "Reverse the sort",
+            "Clear the filter",
+        ):
+            assert title in peers
+        assert "Grant credits" in peers
+
+        await pilot.press("4")
+        await until(lambda: app.current_mode == "stress", pilot, what="stress")
+        assert "Start a stress run" in _palette(app)
+        app.stress_running = True
+        assert "Stop the stress run" in _palette(app)
+        assert "Start a stress run" not in _palette(app)
+        app.stress_running = False
+
+        await pilot.press("5")
+        await until(lambda: app.current_mode == "log", pilot, what="log")
+        assert {"Next log level", "Follow the log"} <= _palette(app)
+        assert "Grant credits" not in _palette(app)

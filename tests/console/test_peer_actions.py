@@ -159,6 +159,15 @@ async def test_read_only_refuses_every_change(config: Config) -> None:
         footer = screen_text(app).splitlines()[-1]
         assert "Grant" not in footer and "Add" not in footer
         assert "read-only" in screen_text(app)
+        palette = {command.title for command in app.get_system_commands(screen)}
+        assert "Statement" in palette
+        for change in ("Grant", "Deduct", "Add peer", "Rotate", "Disable"):
+            assert not any(title.startswith(change) for title in palette), change
+
+        await pilot.press("4")
+        await until(lambda: app.current_mode == "stress", pilot, what="stress")
+        palette = {command.title for command in app.get_system_commands(app.screen)}
+        assert "Start a stress run" not in palette
 
 
 async def test_a_new_peer_secret_is_shown_once_and_works(
