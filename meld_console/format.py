@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 SPARK_GLYPHS = "▁▂▃▄▅▆▇█"
 BAR_FULL = "█"
@@ -103,6 +103,36 @@ def bar(used: float, total: float, width: int) -> tuple[str, str]:
     full, part = divmod(eighths, 8)
     filled = BAR_FULL * full + (BAR_PARTS[part] if part else "")
     return filled, BAR_EMPTY * (width - len(filled))
+
+
+def fold(
+    values: Sequence[float], width: int, combine: Callable[[Sequence[float]], float]
+) -> list[float]:
+    """`values` in at most `width` cells, each `combine`d from equal runs of them.
+
+    Runs are counted from the newest value, so the last cell is always whole and
+    only the oldest may be short.
+    """
+    if width <= 0 or not values:
+        return []
+    run = math.ceil(len(values) / width)
+    cells = [
+        combine(values[max(0, end - run) : end]) for end in range(len(values), 0, -run)
+    ]
+    return cells[::-1]
+
+
+def mean(values: Sequence[float]) -> float:
+    """The arithmetic mean; 0 for no values."""
+    return sum(values) / len(values) if values else 0.0
+
+
+def span(seconds: float) -> str:
+    """A span of history such as `5m` or `90s`, as short as it reads."""
+    whole = int(seconds)
+    if whole >= 60 and whole % 60 == 0:
+        return f"{whole // 60}m"
+    return duration(whole)
 
 
 def spark(values: Sequence[float], width: int, *, top: float | None = None) -> str:

@@ -83,3 +83,13 @@ def test_middle_keeps_both_ends_of_a_long_id() -> None:
     assert len(cut) == 20
     assert cut.startswith("agent-") and cut.endswith("prod-2") and "…" in cut
     assert fmt.middle("agent-7", 20) == "agent-7"
+
+
+def test_fold_puts_the_whole_history_into_the_cells_newest_last() -> None:
+    history = [5000.0] + [100.0] * 149  # a spike five minutes ago
+    cells = fmt.fold(history, 14, max)
+    assert len(cells) == 14
+    assert cells[0] == 5000.0 and cells[1:] == [100.0] * 13
+    assert fmt.fold([1.0, 2.0, 3.0, 4.0], 2, fmt.mean) == [1.5, 3.5]
+    assert fmt.fold([1.0, 2.0, 3.0], 2, fmt.mean) == [1.0, 2.5]
+    assert fmt.span(150 * 2.0) == "5m"
