@@ -74,11 +74,18 @@ class LogReader:
         except FileNotFoundError:
             return []
         skip_partial = False
+        skipped = 0
         if self._offset is None:
             self._offset = max(0, size - self._backlog)
             skip_partial = self._offset > 0
         if size < self._offset:
             self._offset = 0
+        if size - self._offset > self._backlog:
+            # Written while the screen was hidden (or in a burst): reading it all
+            # takes most of a second for 50 MB, to show lines that scroll away.
+            skipped = size - self._backlog - self._offset
+            self._offset = size - self._backlog
+            skip_partial = True
         if size == self._offset:
             return []
         with self._path.open("rb") as handle:
@@ -93,6 +100,9 @@ class LogReader:
         if skip_partial and texts:
             texts = texts[1:]
         lines = []
+        if skipped:
+            note = f"… {skipped:,} bytes of log skipped to catch up (see the file)"
+            lines.append(LogLine(note, "WARNING"))
         for text in texts:
             line = parse_line(text, self._level)
             self._level = line.level

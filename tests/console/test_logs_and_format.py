@@ -93,3 +93,22 @@ def test_fold_puts_the_whole_history_into_the_cells_newest_last() -> None:
     assert fmt.fold([1.0, 2.0, 3.0, 4.0], 2, fmt.mean) == [1.5, 3.5]
     assert fmt.fold([1.0, 2.0, 3.0], 2, fmt.mean) == [1.0, 2.5]
     assert fmt.span(150 * 2.0) == "5m"
+
+
+def test_the_reader_skips_to_the_last_backlog_after_a_long_absence(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "node.log"
+    line = "2026-01-01 10:00:00,000 INFO    a: " + "x" * 64 + "\n"
+    path.write_text(line * 10, encoding="utf-8")
+    reader = LogReader(path, backlog_bytes=1000)
+    reader.read_new()
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(line * 10_000)  # about 1 MB while the screen was hidden
+
+    lines = reader.read_new()
+
+    assert lines[0].level == "WARNING" and "skipped" in lines[0].text
+    assert 1 < len(lines) <= 1000 // len(line) + 2
+    assert all(text.text == line.rstrip("\n") for text in lines[1:])
+    assert reader.read_new() == []
