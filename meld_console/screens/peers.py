@@ -230,7 +230,9 @@ class PeersScreen(LiveScreen):
     def action_add_peer(self) -> None:
         if self._refused("add_peer"):
             return
-        taken = frozenset(p.id for p in self.table.visible_peers)
+        # Every peer, not only those the filter shows: the ledger refuses a
+        # duplicate anyway, but the dialog should say so before Add.
+        taken = frozenset(p.id for p in self.table.peers)
         self.app.push_screen(NewPeerDialog(taken=taken), self._apply_new_peer)
 
     def _apply_new_peer(self, new_peer: NewPeer | None) -> None:

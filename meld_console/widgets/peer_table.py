@@ -74,6 +74,11 @@ class PeerTable(DataTable[Text]):
         return self._filter
 
     @property
+    def peers(self) -> tuple[PeerRecord, ...]:
+        """Every peer last shown, the filter notwithstanding."""
+        return self._peers
+
+    @property
     def visible_peers(self) -> tuple[PeerRecord, ...]:
         """The peers in the order shown, after the filter."""
         needle = self._filter.lower()

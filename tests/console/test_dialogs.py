@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual.widgets import Button
+
 from meld_console.app import MeldConsole
-from meld_console.screens import CreditDialog, SecretDialog
+from meld_console.screens import CreditDialog, NewPeerDialog, SecretDialog
+from meld_console.widgets import PeerTable
 from meld_core.types import PeerRecord
 
-from .conftest import running
+from .conftest import running, until
 from .frozen import NOW, FrozenNode, frozen_config
 from .screen_text import screen_text
 
@@ -49,3 +52,22 @@ async def test_the_credit_dialog_shows_both_ends_of_a_long_peer_id(
 
 async def _unknown(peer_id: str) -> PeerRecord | None:
     return None
+
+
+async def test_add_peer_refuses_an_id_the_filter_hides(tmp_path: Path) -> None:
+    app = frozen_console(tmp_path)
+    async with running(app) as pilot:
+        await pilot.press("2")
+        await until(
+            lambda: "agent-7" in app.screen.query_one(PeerTable).rows,
+            pilot,
+            what="peers",
+        )
+        await pilot.press("slash", *"meld", "enter")
+        await pilot.press("a", *"agent-7")
+        await pilot.pause()
+
+        dialog = app.screen
+        assert isinstance(dialog, NewPeerDialog)
+        assert "agent-7 already exists" in screen_text(app)
+        assert dialog.query_one("#confirm", Button).disabled
