@@ -1,4 +1,4 @@
-"""Dialogs at 80x24: long peer ids stay readable at both ends."""
+"""Dialogs and narrow lines: long peer ids, duplicate ids, flags at 60 columns."""
 
 from __future__ import annotations
 
@@ -71,3 +71,22 @@ async def test_add_peer_refuses_an_id_the_filter_hides(tmp_path: Path) -> None:
         assert isinstance(dialog, NewPeerDialog)
         assert "agent-7 already exists" in screen_text(app)
         assert dialog.query_one("#confirm", Button).disabled
+
+
+async def test_a_narrow_tab_line_keeps_the_read_only_and_paused_flags(
+    tmp_path: Path,
+) -> None:
+    app = MeldConsole(
+        FrozenNode(frozen_config(tmp_path)),
+        read_only=True,
+        clock=lambda: NOW,
+        interval_s=60.0,
+    )
+    async with app.run_test(size=(60, 20)) as pilot:
+        await app.node_ready.wait()
+        await pilot.press("2", "p")
+        await pilot.pause()
+
+        tabs = screen_text(app).splitlines()[1]
+        assert "read-only paused" in tabs
+        assert "2 Peers" in tabs
