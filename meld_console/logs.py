@@ -13,6 +13,12 @@ from meld_core.logs import setup_logging
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Lines as meld_core.logs writes them: date, time, level (padded), logger, message.
 _LINE = re.compile(r"^\S+ \S+ (DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")
+# The same, in parts: the date and the milliseconds are dropped on screen, and
+# the logger keeps its last name, so a line's message starts within 80 columns.
+_PARTS = re.compile(
+    r"^\S+ (\d\d:\d\d:\d\d)[,.]\d+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) +"
+    r"(?:[\w.]*\.)?([\w]+): "
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,15 @@ class LogLine:
 
     text: str
     level: str
+
+    @property
+    def short(self) -> str:
+        """The line as the Log screen shows it: `20:26:38 INFO    node: message`."""
+        match = _PARTS.match(self.text)
+        if match is None:
+            return self.text  # a traceback or a foreign line, as written
+        clock, level, logger = match.groups()
+        return f"{clock} {level:<7} {logger}: {self.text[match.end() :]}"
 
     @property
     def rank(self) -> int:

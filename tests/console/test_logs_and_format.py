@@ -112,3 +112,12 @@ def test_the_reader_skips_to_the_last_backlog_after_a_long_absence(
     assert 1 < len(lines) <= 1000 // len(line) + 2
     assert all(text.text == line.rstrip("\n") for text in lines[1:])
     assert reader.read_new() == []
+
+
+def test_a_log_line_is_shown_with_its_time_level_and_last_logger_name() -> None:
+    line = parse_line(
+        "2026-05-28 20:26:40,003 WARNING meld_core.node: backend deepseek is down"
+    )
+    assert line.short == "20:26:40 WARNING node: backend deepseek is down"
+    traceback = parse_line('  File "x.py", line 3, in f', "ERROR")
+    assert traceback.short == '  File "x.py", line 3, in f'
