@@ -38,6 +38,8 @@ class BackendCard(Widget):
     BackendCard {
         height: 3;
         padding: 0 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
     }
     BackendCard > .backend-card--name { color: $accent; text-style: bold; }
     BackendCard > .backend-card--label { color: $foreground-muted; }
@@ -132,10 +134,13 @@ class BackendCard(Widget):
             ),
             ("  p50 ", label),
             (fmt.millis(backend.p50_ms), value),
-            ("  p95 ", label),
-            (fmt.millis(backend.p95_ms), value),
         )
+        p95 = Text.assemble(("  p95 ", label), (fmt.millis(backend.p95_ms), value))
         fixed = len("slots ") + len(slots_num) + len("  queue ") + len(queue_num)
+        # p95 is the first to go on a narrow terminal: the line must not wrap,
+        # or the card's third line, the sparklines, falls out of view.
+        if width - fixed - tail.cell_len - p95.cell_len >= 2 * 3:
+            tail.append_text(p95)
         bar_width = max(3, min(20, (width - fixed - tail.cell_len) // 2))
         queue_fraction = backend.queued / backend.max_queue if backend.max_queue else 0
         queue_style = self._style("bar")

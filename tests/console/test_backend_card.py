@@ -36,3 +36,13 @@ async def test_the_sparklines_cover_five_minutes_at_80_columns() -> None:
         assert history.startswith(" 5m lat █")  # the old spike, still in view
         assert "max 9.00s" in history
         assert "100ms" in history  # the latest latency
+
+
+async def test_a_card_keeps_its_three_lines_at_60_columns() -> None:
+    async with CardApp().run_test(size=(60, 20)) as pilot:
+        await pilot.pause()
+        lines = screen_text(pilot.app).splitlines()
+
+        assert lines[0].startswith(" sim")
+        assert lines[1].startswith(" slots") and "37/256" in lines[1]
+        assert lines[2].startswith(" 5m lat")
