@@ -87,6 +87,26 @@ def stamp(at: float, now: float) -> str:
     return time.strftime("%m-%d %H:%M", time.localtime(at))
 
 
+def seen(at: float | None, now: float) -> str:
+    """How long ago a peer was seen, in steps that change at most every 10 s.
+
+    A table of peers redraws a cell whenever its text changes; to-the-second
+    ages would change every row on every refresh.
+    """
+    if at is None:
+        return "never"
+    age = max(0, int(now - at))
+    if age < 10:
+        return "now"
+    if age < 60:
+        return f"{age // 10 * 10}s"
+    if age < 3600:
+        return f"{age // 60}m"
+    if age < 86400:
+        return f"{age // 3600}h"
+    return f"{age // 86400}d"
+
+
 def ago(at: float | None, now: float) -> str:
     """How long ago a timestamp was, such as `4s ago`; `never` when unknown."""
     if at is None:

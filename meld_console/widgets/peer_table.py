@@ -201,7 +201,7 @@ class PeerTable(DataTable[Text]):
             Text("on") if peer.enabled else Text("off", style=style("peer-table--off"))
         )
         available_style = style("peer-table--low") if peer.available <= 0 else ""
-        seen = fmt.duration(self._now - peer.last_seen) if peer.last_seen else "never"
+        seen = fmt.seen(peer.last_seen, self._now)
         return (
             Text(peer.id, overflow="ellipsis", no_wrap=True),
             Text(fmt.credits(peer.balance), justify="right"),

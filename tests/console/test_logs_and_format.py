@@ -121,3 +121,11 @@ def test_a_log_line_is_shown_with_its_time_level_and_last_logger_name() -> None:
     assert line.short == "20:26:40 WARNING node: backend deepseek is down"
     traceback = parse_line('  File "x.py", line 3, in f', "ERROR")
     assert traceback.short == '  File "x.py", line 3, in f'
+
+
+def test_seen_changes_at_most_every_ten_seconds() -> None:
+    now = 1000.0
+    ages = [0, 9, 10, 19, 59, 60, 119, 3599, 3600, 86400 * 3]
+    shown = [fmt.seen(now - age, now) for age in ages]
+    assert shown == ["now", "now", "10s", "10s", "50s", "1m", "1m", "59m", "1h", "3d"]
+    assert fmt.seen(None, now) == "never"
