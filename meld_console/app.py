@@ -275,7 +275,8 @@ class MeldConsole(App[int]):
         self.push_screen(ConfirmDialog(question, confirm="Quit"), answered)
 
     async def action_quit(self) -> None:
-        self.shutdown("ctrl+q")
+        # Textual's own ctrl+q: it must not skip the question a stress run asks.
+        await self.action_request_quit()
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         for mode, title in TABS:
@@ -296,6 +297,10 @@ class MeldConsole(App[int]):
         yield SystemCommand("Keys", "Every key of every screen", self.action_help)
         if isinstance(screen, PeersScreen):
             yield from self._peer_commands(screen)
+        if isinstance(screen, StressScreen):
+            yield from self._stress_commands(screen)
+        if isinstance(screen, LogScreen):
+            yield from self._log_commands(screen)
         yield SystemCommand(
             "Theme", "Change the colour theme", self.action_change_theme
         )
@@ -309,6 +314,15 @@ class MeldConsole(App[int]):
         )
         yield SystemCommand(
             "Filter peers", "Show only matching peers", screen.action_filter
+        )
+        yield SystemCommand(
+            "Clear the filter", "Show every peer", screen.action_clear_filter
+        )
+        yield SystemCommand(
+            "Sort by the next column", "Cycle the sort column", screen.action_next_sort
+        )
+        yield SystemCommand(
+            "Reverse the sort", "Flip the order of the rows", screen.action_reverse_sort
         )
         if self.read_only:
             return
@@ -334,6 +348,28 @@ class MeldConsole(App[int]):
             "Disable or enable peer",
             "Refuse or allow the selected peer",
             screen.action_toggle_enabled,
+        )
+
+    def _stress_commands(self, screen: StressScreen) -> Iterable[SystemCommand]:
+        if self.stress_running:
+            yield SystemCommand(
+                "Stop the stress run", "Cancel the run going", screen.action_stop
+            )
+        elif not self.read_only:
+            yield SystemCommand(
+                "Start a stress run",
+                "Run the levels in the form against this node",
+                screen.action_start,
+            )
+
+    def _log_commands(self, screen: LogScreen) -> Iterable[SystemCommand]:
+        yield SystemCommand(
+            "Next log level",
+            "Raise the lowest level shown: INFO, WARNING, ERROR, DEBUG",
+            screen.action_next_level,
+        )
+        yield SystemCommand(
+            "Follow the log", "Scroll to the end and stay there", screen.action_follow
         )
 
     def _switcher(self, mode: str) -> Callable[[], object]:

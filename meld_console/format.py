@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 SPARK_GLYPHS = "▁▂▃▄▅▆▇█"
 BAR_FULL = "█"
@@ -60,6 +60,21 @@ def credits(amount: int) -> str:
     return f"{amount:,}".replace(",", " ")
 
 
+def middle(text: str, width: int) -> str:
+    """`text` cut to `width` cells by an ellipsis in its middle, keeping both ends.
+
+    An id's end tells peers apart as often as its start (`agent-prod-1`,
+    `agent-prod-2`), so neither end is the one to lose.
+    """
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    head = width // 2
+    tail = width - 1 - head
+    return text[:head] + "…" + (text[-tail:] if tail else "")
+
+
 def clock_time(at: float) -> str:
     """The local wall-clock time of a timestamp, `HH:MM:SS`."""
     return time.strftime("%H:%M:%S", time.localtime(at))
@@ -70,6 +85,26 @@ def stamp(at: float, now: float) -> str:
     if now - at < 86400:
         return clock_time(at)
     return time.strftime("%m-%d %H:%M", time.localtime(at))
+
+
+def seen(at: float | None, now: float) -> str:
+    """How long ago a peer was seen, in steps that change at most every 10 s.
+
+    A table of peers redraws a cell whenever its text changes; to-the-second
+    ages would change every row on every refresh.
+    """
+    if at is None:
+        return "never"
+    age = max(0, int(now - at))
+    if age < 10:
+        return "now"
+    if age < 60:
+        return f"{age // 10 * 10}s"
+    if age < 3600:
+        return f"{age // 60}m"
+    if age < 86400:
+        return f"{age // 3600}h"
+    return f"{age // 86400}d"
 
 
 def ago(at: float | None, now: float) -> str:
@@ -88,6 +123,36 @@ def bar(used: float, total: float, width: int) -> tuple[str, str]:
     full, part = divmod(eighths, 8)
     filled = BAR_FULL * full + (BAR_PARTS[part] if part else "")
     return filled, BAR_EMPTY * (width - len(filled))
+
+
+def fold(
+    values: Sequence[float], width: int, combine: Callable[[Sequence[float]], float]
+) -> list[float]:
+    """`values` in at most `width` cells, each `combine`d from equal runs of them.
+
+    Runs are counted from the newest value, so the last cell is always whole and
+    only the oldest may be short.
+    """
+    if width <= 0 or not values:
+        return []
+    run = math.ceil(len(values) / width)
+    cells = [
+        combine(values[max(0, end - run) : end]) for end in range(len(values), 0, -run)
+    ]
+    return cells[::-1]
+
+
+def mean(values: Sequence[float]) -> float:
+    """The arithmetic mean; 0 for no values."""
+    return sum(values) / len(values) if values else 0.0
+
+
+def span(seconds: float) -> str:
+    """A span of history such as `5m` or `90s`, as short as it reads."""
+    whole = int(seconds)
+    if whole >= 60 and whole % 60 == 0:
+        return f"{whole // 60}m"
+    return duration(whole)
 
 
 def spark(values: Sequence[float], width: int, *, top: float | None = None) -> str:

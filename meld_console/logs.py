@@ -13,6 +13,12 @@ from meld_core.logs import setup_logging
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Lines as meld_core.logs writes them: date, time, level (padded), logger, message.
 _LINE = re.compile(r"^\S+ \S+ (DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")
+# The same, in parts: the date and the milliseconds are dropped on screen, and
+# the logger keeps its last name, so a line's message starts within 80 columns.
+_PARTS = re.compile(
+    r"^\S+ (\d\d:\d\d:\d\d)[,.]\d+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) +"
+    r"(?:[\w.]*\.)?([\w]+): "
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,15 @@ class LogLine:
     level: str
 
     @property
+    def short(self) -> str:
+        """The line as the Log screen shows it: `20:26:38 INFO    node: message`."""
+        match = _PARTS.match(self.text)
+        if match is None:
+            return self.text  # a traceback or a foreign line, as written
+        clock, level, logger = match.groups()
+        return f"{clock} {level:<7} {logger}: {self.text[match.end() :]}"
+
+    @property
     def rank(self) -> int:
         """The level's position in LEVELS: higher is more severe."""
         return LEVELS.index(self.level)
@@ -74,11 +89,18 @@ class LogReader:
         except FileNotFoundError:
             return []
         skip_partial = False
+        skipped = 0
         if self._offset is None:
             self._offset = max(0, size - self._backlog)
             skip_partial = self._offset > 0
         if size < self._offset:
             self._offset = 0
+        if size - self._offset > self._backlog:
+            # Written while the screen was hidden (or in a burst): reading it all
+            # takes most of a second for 50 MB, to show lines that scroll away.
+            skipped = size - self._backlog - self._offset
+            self._offset = size - self._backlog
+            skip_partial = True
         if size == self._offset:
             return []
         with self._path.open("rb") as handle:
@@ -93,6 +115,9 @@ class LogReader:
         if skip_partial and texts:
             texts = texts[1:]
         lines = []
+        if skipped:
+            note = f"… {skipped:,} bytes of log skipped to catch up (see the file)"
+            lines.append(LogLine(note, "WARNING"))
         for text in texts:
             line = parse_line(text, self._level)
             self._level = line.level

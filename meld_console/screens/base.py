@@ -28,6 +28,8 @@ class LiveScreen(Screen[None]):
     """A screen that renders node snapshots while, and only while, it is in view."""
 
     MODE: ClassVar[str] = ""
+    FOOTER_PALETTE: ClassVar[bool] = True
+    """Whether the footer shows the command palette's key."""
 
     @property
     def console(self) -> MeldConsole:
@@ -38,7 +40,7 @@ class LiveScreen(Screen[None]):
         yield NodeHeader()
         yield ScreenTabs(TABS, self.MODE)
         yield from self.compose_body()
-        yield Footer(compact=True)
+        yield Footer(compact=True, show_command_palette=self.FOOTER_PALETTE)
 
     def compose_body(self) -> ComposeResult:
         """The widgets between the tabs and the footer."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from textual import work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Label
 
@@ -15,6 +17,8 @@ from ..logs import LEVELS, LogLine, LogReader
 from ..widgets import LogTail
 from .base import LiveScreen
 
+log = logging.getLogger(__name__)
+
 
 class LogScreen(LiveScreen):
     """Tails `config.log_path` while in view; `l` raises the lowest level shown."""
@@ -22,8 +26,10 @@ class LogScreen(LiveScreen):
     MODE = "log"
 
     BINDINGS = [
-        ("l", "next_level", "Level"),
-        ("end", "follow", "Follow"),
+        Binding("l", "next_level", "Level"),
+        # Priority, or the log widget's own End takes the key and the footer
+        # never shows it.
+        Binding("end", "follow", "Follow", priority=True),
     ]
 
     class LinesRead(Message):
@@ -33,11 +39,19 @@ class LogScreen(LiveScreen):
             super().__init__()
             self.lines = lines
 
+    class ReadFailed(Message):
+        """The log file could not be read; `note` says why."""
+
+        def __init__(self, note: str) -> None:
+            super().__init__()
+            self.note = note
+
     def __init__(self) -> None:
         super().__init__()
         self._path: Path | None = None
         self._reader: LogReader | None = None
         self._reading = False
+        self._problem: str | None = None
 
     def compose_body(self) -> ComposeResult:
         yield Label("", id="log-title", classes="section-title")
@@ -60,13 +74,24 @@ class LogScreen(LiveScreen):
         assert self._reader is not None
         try:
             lines = self._reader.read_new()
+        except Exception as exc:
+            # Said once: an unreadable file fails again on every tick.
+            if self._problem is None:
+                log.error("cannot read %s", self._path, exc_info=exc)
+                self._problem = f"Cannot read the log: {type(exc).__name__}: {exc}"
+                self.post_message(self.ReadFailed(self._problem))
+            return
         finally:
             self._reading = False
+        self._problem = None
         if lines:
             self.post_message(self.LinesRead(lines))
 
     def on_log_screen_lines_read(self, message: LinesRead) -> None:
         self.query_one(LogTail).add(message.lines)
+
+    def on_log_screen_read_failed(self, message: ReadFailed) -> None:
+        self.notify(message.note, severity="error")
 
     def action_next_level(self) -> None:
         tail = self.query_one(LogTail)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label
+from textual.widgets import Button, Footer, Input, Label
 
 from meld_core.signing import is_valid_id
 
@@ -21,9 +21,13 @@ class NewPeer:
 
 
 class NewPeerDialog(ModalScreen[NewPeer | None]):
-    """Asks for a peer id and opening credits; opens on Cancel."""
+    """Asks for a peer id and opening credits; opens on the id.
 
-    AUTO_FOCUS = "#cancel"
+    Add stays disabled until the id is valid and new, so a habitual Enter cannot
+    add a peer.
+    """
+
+    AUTO_FOCUS = "#peer-id"
 
     BINDINGS = [("escape", "cancel", "Cancel")]
 
@@ -45,6 +49,7 @@ class NewPeerDialog(ModalScreen[NewPeer | None]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Add", id="confirm", variant="primary", disabled=True)
+        yield Footer(compact=True)
 
     @property
     def new_peer(self) -> NewPeer | None:

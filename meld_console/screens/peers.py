@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -23,8 +24,13 @@ from .new_peer_dialog import NewPeer, NewPeerDialog
 from .secret_dialog import SecretDialog
 from .statement import StatementScreen
 
+log = logging.getLogger(__name__)
+
 # Actions that change money or peers; a read-only console refuses all of them.
 CHANGES = frozenset({"grant", "deduct", "add_peer", "rotate", "toggle_enabled"})
+# A statement reads ten times the rows it shows, so its grants-and-deducts view
+# finds some behind a busy peer's holds, settles and releases.
+STATEMENT_READ = 500
 
 
 class PeersScreen(LiveScreen):
@@ -32,16 +38,23 @@ class PeersScreen(LiveScreen):
 
     MODE = "peers"
 
+    # Nine keys do not fit one footer line at 80 columns: pairs share a label, and
+    # the palette's key, listed in the help, gives up its place.
+    FOOTER_PALETTE = False
+    _CREDITS = Binding.Group("Credits", compact=True)
+    _SORT = Binding.Group("Sort", compact=True)
     BINDINGS = [
-        Binding("g", "grant", "Grant"),
-        Binding("d", "deduct", "Deduct"),
+        Binding("g", "grant", "Grant", group=_CREDITS),
+        Binding("d", "deduct", "Deduct", group=_CREDITS),
         Binding("a", "add_peer", "Add"),
         Binding("r", "rotate", "Rotate"),
         Binding("x", "toggle_enabled", "On/off"),
-        Binding("enter", "statement", "Statement"),
+        # Priority, or the table's own Enter takes the key and hides it in the
+        # footer; Enter in the filter box still submits the filter.
+        Binding("enter", "statement", "Statement", priority=True),
         Binding("slash", "filter", "Filter"),
-        Binding("s", "next_sort", "Sort", show=False),
-        Binding("S", "reverse_sort", "Reverse sort", show=False),
+        Binding("s", "next_sort", "Sort", group=_SORT),
+        Binding("S", "reverse_sort", "Reverse sort", group=_SORT),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
@@ -94,6 +107,7 @@ class PeersScreen(LiveScreen):
     def __init__(self) -> None:
         super().__init__()
         self._loading = False
+        self._load_problem: str | None = None
 
     def compose_body(self) -> ComposeResult:
         yield Label("", id="peers-title", classes="section-title")
@@ -110,6 +124,8 @@ class PeersScreen(LiveScreen):
         return self.query_one(PeerTable)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "statement" and isinstance(self.focused, Input):
+            return False  # Enter belongs to the filter box while it is typed in
         # Hidden from the footer and the palette, and the key does nothing.
         return not (action in CHANGES and self.console.read_only)
 
@@ -126,11 +142,15 @@ class PeersScreen(LiveScreen):
     async def _load_peers(self) -> None:
         try:
             peers = await self.console.node.peers()
-        except MeldError as exc:
-            self.post_message(self.ActionFailed(f"cannot list peers: {exc.message}"))
+        except Exception as exc:
+            # A broken ledger fails on every tick: say so once, not every second.
+            if self._load_problem is None:
+                self._load_problem = _failure(exc, "cannot list peers", "list peers")
+                self.post_message(self.ActionFailed(self._load_problem))
             return
         finally:
             self._loading = False
+        self._load_problem = None
         self.post_message(self.PeersLoaded(peers))
 
     def on_peers_screen_peers_loaded(self, message: PeersLoaded) -> None:
@@ -168,7 +188,14 @@ class PeersScreen(LiveScreen):
     def _open_credit_dialog(self, kind: str) -> None:
         if self._refused(kind) or (peer := self._selected()) is None:
             return
-        self.app.push_screen(CreditDialog(peer, kind=kind), self._apply_credit)
+        dialog = CreditDialog(peer.id, kind=kind, read_peer=self._read_peer)
+        self.app.push_screen(dialog, self._apply_credit)
+
+    async def _read_peer(self, peer_id: str) -> PeerRecord | None:
+        # Node's public surface has no one-peer read; one listing per dialog opened
+        # is cheap next to the refresh, which lists every peer each second.
+        peers = await self.console.node.peers()
+        return next((peer for peer in peers if peer.id == peer_id), None)
 
     def _apply_credit(self, order: CreditOrder | None) -> None:
         if order is not None:
@@ -185,8 +212,9 @@ class PeersScreen(LiveScreen):
                 reason=order.reason,
                 actor=self.console.actor,
             )
-        except MeldError as exc:
-            self.post_message(self.ActionFailed(f"{order.kind} refused: {exc.message}"))
+        except Exception as exc:
+            note = _failure(exc, f"{order.kind} refused", order.kind)
+            self.post_message(self.ActionFailed(note))
             return
         self.post_message(self.CreditsChanged(order, transfer))
 
@@ -202,7 +230,9 @@ class PeersScreen(LiveScreen):
     def action_add_peer(self) -> None:
         if self._refused("add_peer"):
             return
-        taken = frozenset(p.id for p in self.table.visible_peers)
+        # Every peer, not only those the filter shows: the ledger refuses a
+        # duplicate anyway, but the dialog should say so before Add.
+        taken = frozenset(p.id for p in self.table.peers)
         self.app.push_screen(NewPeerDialog(taken=taken), self._apply_new_peer)
 
     def _apply_new_peer(self, new_peer: NewPeer | None) -> None:
@@ -215,8 +245,10 @@ class PeersScreen(LiveScreen):
             _, secret = await self.console.node.add_peer(
                 new_peer.peer_id, credits=new_peer.credits, actor=self.console.actor
             )
-        except MeldError as exc:
-            self.post_message(self.ActionFailed(f"add refused: {exc.message}"))
+        except Exception as exc:
+            self.post_message(
+                self.ActionFailed(_failure(exc, "add refused", "add peer"))
+            )
             return
         self.post_message(self.SecretIssued(new_peer.peer_id, secret, what="new"))
 
@@ -235,8 +267,10 @@ class PeersScreen(LiveScreen):
             secret = await self.console.node.rotate_peer(
                 peer_id, actor=self.console.actor
             )
-        except MeldError as exc:
-            self.post_message(self.ActionFailed(f"rotate refused: {exc.message}"))
+        except Exception as exc:
+            self.post_message(
+                self.ActionFailed(_failure(exc, "rotate refused", "rotate"))
+            )
             return
         self.post_message(self.SecretIssued(peer_id, secret, what="rotated"))
 
@@ -263,8 +297,10 @@ class PeersScreen(LiveScreen):
             await self.console.node.set_peer_enabled(
                 peer_id, enabled, actor=self.console.actor
             )
-        except MeldError as exc:
-            self.post_message(self.ActionFailed(f"refused: {exc.message}"))
+        except Exception as exc:
+            self.post_message(
+                self.ActionFailed(_failure(exc, "refused", "enable or disable"))
+            )
             return
         state = "enabled" if enabled else "disabled"
         self.post_message(self.PeerChanged(f"{peer_id} is {state}."))
@@ -292,9 +328,11 @@ class PeersScreen(LiveScreen):
     @work(group="ledger")
     async def _load_statement(self, peer_id: str) -> None:
         try:
-            transfers = await self.console.node.statement(peer_id, limit=50)
-        except MeldError as exc:
-            self.post_message(self.ActionFailed(f"no statement: {exc.message}"))
+            transfers = await self.console.node.statement(peer_id, limit=STATEMENT_READ)
+        except Exception as exc:
+            self.post_message(
+                self.ActionFailed(_failure(exc, "no statement", "statement"))
+            )
             return
         self.post_message(self.StatementLoaded(peer_id, transfers))
 
@@ -339,3 +377,19 @@ class PeersScreen(LiveScreen):
     def on_data_table_row_selected(self, event: PeerTable.RowSelected) -> None:
         event.stop()
         self.action_statement()
+
+
+def _failure(exc: Exception, refused: str, what: str | None = None) -> str:
+    """What to tell the operator about a failed ledger call; logs the unexpected.
+
+    Args:
+        refused: how a refusal by the node reads, such as `grant refused`.
+        what: the action's name for a failure that is not a refusal.
+    """
+    if isinstance(exc, MeldError):
+        return f"{refused}: {exc.message}"
+    # Not the node refusing but something breaking (a disk, a bug): the traceback
+    # goes to the log file, and the console keeps running so the operator can act.
+    what = what or refused
+    log.error("%s failed", what, exc_info=exc)
+    return f"{what} failed: {type(exc).__name__}: {exc} (traceback in the log)"

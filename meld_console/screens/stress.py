@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections import Counter
 
 from textual import work
 from textual.app import ComposeResult
@@ -17,6 +19,8 @@ from meld_core.types import NodeSnapshot
 
 from .. import format as fmt
 from .base import LiveScreen
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LEVELS = "1,5,10,20"
 RESULT_COLUMNS = (
@@ -47,7 +51,11 @@ class StressScreen(LiveScreen):
     MODE = "stress"
 
     BINDINGS = [
-        Binding("ctrl+r", "start", "Start"),
+        # Enter starts a run wherever the focus is, as the docs promise; without
+        # priority the focused Select would take it and open its list (space and
+        # the arrows still do). The focus stays off the text boxes, so the number
+        # keys and q keep working on this screen.
+        Binding("enter,ctrl+r", "start", "Start", priority=True),
         Binding("escape", "stop", "Stop"),
     ]
 
@@ -68,16 +76,17 @@ class StressScreen(LiveScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self._level = 0
+        self._level: int | None = None
+        """The level of the latest outcome; None until the run's first one."""
         self._done = 0
-        self._failed = 0
+        self._failures: Counter[str] = Counter()
+        """Failed requests of the run by status and error type, `429 rate_limited`."""
 
     def compose_body(self) -> ComposeResult:
         node = self.console.node
         models = [m for b in node.config.backends for m in b.models]
         yield Label(
-            f"Stress this node, signed as {node.console_peer}; the load comes from "
-            "this process",
+            f"Stress as {node.console_peer}; the load comes from this process",
             classes="section-title",
         )
         with Horizontal(id="stress-form"):
@@ -95,36 +104,38 @@ class StressScreen(LiveScreen):
                 id="stress-count",
             )
             yield Button("Start", id="stress-start", variant="primary")
-        yield Label(
-            "Idle. Levels run one after another; Escape stops.", id="stress-status"
-        )
+        idle = "Idle. Enter or ctrl+r starts, levels one after another; Esc stops."
+        if self.console.read_only:
+            idle = "Read-only console: a stress run spends credits, so none starts."
+        yield Label(idle, id="stress-status")
         yield DataTable(id="stress-results", cursor_type="none")
 
     def on_mount(self) -> None:
         table = self.query_one("#stress-results", DataTable)
         for label, width in RESULT_COLUMNS:
             table.add_column(label, width=width, key=label)
+        if self.console.read_only:
+            for widget in self.query("#stress-form > *"):
+                widget.disabled = True
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # A run spends the console peer's credits, so it changes money.
-        if action == "start" and self.console.read_only:
-            return False
+        running = self.console.stress_running
+        if action == "start":
+            # An open model list keeps Enter, to pick the model.
+            picking = self.query_one("#stress-model", Select).expanded
+            return not (self.console.read_only or running or picking)
         if action == "stop":
-            return self.console.stress_running
+            return running
         return True
 
     def show_snapshot(self, snapshot: NodeSnapshot) -> None:
-        if self.console.stress_running:
-            self._show_status(
-                f"Level {self._level}: {self._done} done, {self._failed} failed."
-            )
+        if self.console.stress_running and self._level is not None:
+            self._show_status(f"Level {self._level}: {self._tally()}.")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "stress-start":
             self.action_start()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.action_start()
 
     def action_start(self) -> None:
         if self.console.read_only:
@@ -146,8 +157,12 @@ class StressScreen(LiveScreen):
         )
         model = str(self.query_one("#stress-model", Select).value)
         self.query_one("#stress-results", DataTable).clear()
+        self._level = None
+        self._done = 0
+        self._failures.clear()
         self.console.stress_running = True
         self.query_one("#stress-start", Button).disabled = True
+        self.refresh_bindings()
         self._show_status(f"Starting: {model} at levels {','.join(map(str, levels))}.")
         self._run(model, levels, count)
 
@@ -157,7 +172,6 @@ class StressScreen(LiveScreen):
     @work(group="stress", exclusive=True)
     async def _run(self, model: str, levels: list[int], count: int | None) -> None:
         node = self.console.node
-        self._done = self._failed = 0
         try:
             await run_stress(
                 node.url,
@@ -173,6 +187,11 @@ class StressScreen(LiveScreen):
             self.post_message(
                 self.RunEnded(f"The run failed: {exc.message}", failed=True)
             )
+        except Exception as exc:
+            # A bug or a broken socket ends the run, never the console and its node.
+            log.error("the stress run failed", exc_info=exc)
+            note = f"The run failed: {type(exc).__name__}: {exc}"
+            self.post_message(self.RunEnded(note, failed=True))
         except asyncio.CancelledError:
             self.post_message(self.RunEnded("Stopped."))
             raise
@@ -185,7 +204,9 @@ class StressScreen(LiveScreen):
     def _counted(self, level: int, outcome: RequestOutcome) -> None:
         self._level = level
         self._done += 1
-        self._failed += not outcome.ok
+        if not outcome.ok:
+            kind = f"{outcome.status} {outcome.error_type or ''}".rstrip()
+            self._failures[kind] += 1
 
     def on_stress_screen_level_finished(self, message: LevelFinished) -> None:
         result = message.result
@@ -204,11 +225,19 @@ class StressScreen(LiveScreen):
     def on_stress_screen_run_ended(self, message: RunEnded) -> None:
         self.console.stress_running = False
         self.query_one("#stress-start", Button).disabled = False
-        self._show_status(
-            f"{message.note} {self._done} requests, {self._failed} failed."
-        )
+        self.refresh_bindings()
+        self._show_status(f"{message.note} {self._tally()}.")
         if message.failed:
             self.notify(message.note, severity="error")
+
+    def _tally(self) -> str:
+        """Requests done and failed so far, the failures by kind, commonest first."""
+        failed = sum(self._failures.values())
+        text = f"{self._done} requests, {failed} failed"
+        if failed:
+            kinds = ", ".join(f"{k} x{n}" for k, n in self._failures.most_common())
+            text += f": {kinds}"
+        return text
 
     def _show_status(self, text: str) -> None:
         self.query_one("#stress-status", Label).update(text)

@@ -9,6 +9,7 @@ from rich.text import Text
 from textual.app import RenderResult
 from textual.widget import Widget
 
+from meld_core.stats import BUCKET_S, HISTORY_BUCKETS
 from meld_core.types import BackendSnapshot
 
 from .. import format as fmt
@@ -37,6 +38,8 @@ class BackendCard(Widget):
     BackendCard {
         height: 3;
         padding: 0 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
     }
     BackendCard > .backend-card--name { color: $accent; text-style: bold; }
     BackendCard > .backend-card--label { color: $foreground-muted; }
@@ -131,10 +134,13 @@ class BackendCard(Widget):
             ),
             ("  p50 ", label),
             (fmt.millis(backend.p50_ms), value),
-            ("  p95 ", label),
-            (fmt.millis(backend.p95_ms), value),
         )
+        p95 = Text.assemble(("  p95 ", label), (fmt.millis(backend.p95_ms), value))
         fixed = len("slots ") + len(slots_num) + len("  queue ") + len(queue_num)
+        # p95 is the first to go on a narrow terminal: the line must not wrap,
+        # or the card's third line, the sparklines, falls out of view.
+        if width - fixed - tail.cell_len - p95.cell_len >= 2 * 3:
+            tail.append_text(p95)
         bar_width = max(3, min(20, (width - fixed - tail.cell_len) // 2))
         queue_fraction = backend.queued / backend.max_queue if backend.max_queue else 0
         queue_style = self._style("bar")
@@ -156,19 +162,28 @@ class BackendCard(Widget):
     def _history_line(self, backend: BackendSnapshot, width: int) -> Text:
         label, value = self._style("label"), self._style("value")
         # Numbers get fixed widths so the sparklines do not shift as they change.
-        fixed = len("lat ") + LAT_TAIL + len("  thr ") + THR_TAIL
+        # A backend with no history yet will fill the same span as the others.
+        history = max(len(backend.latency_history), len(backend.throughput_history))
+        history = history or HISTORY_BUCKETS
+        shown = fmt.span(history * BUCKET_S) + " "
+        fixed = len(shown) + len("lat ") + LAT_TAIL + len("  thr ") + THR_TAIL
         spark_width = max(4, (width - fixed) // 2)
-        latency = backend.latency_history[-spark_width:]
-        throughput = backend.throughput_history[-spark_width:]
+        # The whole history folded into the cells there are: a cell shows the
+        # worst latency of its buckets and their mean throughput, so a spike
+        # minutes ago still shows and the rate stays a rate.
+        latency = fmt.fold(backend.latency_history, spark_width, max)
+        throughput = fmt.fold(backend.throughput_history, spark_width, fmt.mean)
         # A bucket without completions has no latency: show the last that had one.
-        measured = [ms for ms in latency if ms > 0]
+        measured = [ms for ms in backend.latency_history if ms > 0]
         lat_now = fmt.millis(measured[-1]) if measured else fmt.UNKNOWN
         lat_top = max(latency, default=0.0)
         lat_max = fmt.millis(lat_top) if measured else fmt.UNKNOWN
-        thr_now = f"{fmt.rate(throughput[-1])}/s" if throughput else fmt.UNKNOWN
+        recent = backend.throughput_history[-1:]
+        thr_now = f"{fmt.rate(recent[0])}/s" if recent else fmt.UNKNOWN
         thr_top = max(throughput, default=0.0)
         spark = self._style("spark")
-        line = Text("lat ", label)
+        line = Text(shown, label)
+        line.append("lat ", label)
         line.append(fmt.spark(latency, spark_width, top=lat_top), spark)
         line.append(f" {lat_now:>6} max {lat_max:<6}"[:LAT_TAIL], value)
         line.append("  thr ", label)

@@ -44,7 +44,7 @@ class LogTail(Log):
         """Append lines read from the file, showing those that pass the filter."""
         fresh = list(lines)
         self._kept.extend(fresh)
-        shown = [line.text for line in fresh if self._passes(line)]
+        shown = [line.short for line in fresh if self._passes(line)]
         if shown:
             self.write_lines(shown)
 
@@ -54,7 +54,7 @@ class LogTail(Log):
             raise ValueError(f"unknown log level: {level}")
         self._level = level
         self.clear()
-        self.write_lines([line.text for line in self._kept if self._passes(line)])
+        self.write_lines([line.short for line in self._kept if self._passes(line)])
 
     def _passes(self, line: LogLine) -> bool:
         return line.rank >= LEVELS.index(self._level)

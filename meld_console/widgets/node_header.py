@@ -15,7 +15,7 @@ from .. import format as fmt
 
 
 class NodeHeader(Widget):
-    """Node id, listen address, uptime, requests/s, success rate, in flight, queued."""
+    """Node id, queued, in flight, success rate, requests/s, uptime, listen address."""
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "node-header--id",
@@ -29,6 +29,8 @@ class NodeHeader(Widget):
     NodeHeader {
         height: 1;
         padding: 0 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
         background: $panel;
         color: $foreground;
     }
@@ -47,26 +49,31 @@ class NodeHeader(Widget):
         classes: str | None = None,
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
-        self._text = Text("starting the node…")
+        self._texts: tuple[Text, ...] = (Text("starting the node…"),)
+        """The line in forms from longest to shortest; the first that fits is shown."""
 
     def show(self, snapshot: NodeSnapshot) -> None:
         """Render a snapshot; redraw only when the visible text changed."""
-        text = self._build(snapshot)
-        if text != self._text:
-            self._text = text
+        texts = self._build(snapshot)
+        if texts != self._texts:
+            self._texts = texts
             self.refresh()
 
     def show_message(self, message: str) -> None:
         """Replace the line with a status message, such as a stop in progress."""
         text = Text(message, style=self.get_component_rich_style("node-header--warn"))
-        if text != self._text:
-            self._text = text
+        if (text,) != self._texts:
+            self._texts = (text,)
             self.refresh()
 
     def render(self) -> RenderResult:
-        return self._text
+        width = self.content_size.width
+        for text in self._texts:
+            if text.cell_len <= width:
+                return text
+        return self._texts[-1]
 
-    def _build(self, snapshot: NodeSnapshot) -> Text:
+    def _build(self, snapshot: NodeSnapshot) -> tuple[Text, ...]:
         style = self.get_component_rich_style
         label, value = style("node-header--label"), style("node-header--value")
         success = snapshot.success_rate
@@ -76,18 +83,25 @@ class NodeHeader(Widget):
                 "node-header--bad" if success < 0.9 else "node-header--warn"
             )
         queued_style = style("node-header--warn") if snapshot.queued else value
-        parts: list[tuple[str, Style]] = [
+        # The numbers an operator watches come first; the listen address, which
+        # never changes, goes last and shrinks to its port, then away, when the
+        # line would not fit: a header that wraps shows nothing after the fold.
+        numbers: list[tuple[str, Style]] = [
             (snapshot.node_id, style("node-header--id")),
-            (f" {snapshot.listen}", label),
-            ("  up ", label),
-            (fmt.duration(snapshot.uptime_s), value),
-            ("  ", label),
-            (fmt.rate(snapshot.requests_per_s), value),
-            (" req/s  ok ", label),
-            (fmt.percent(success), success_style),
-            ("  in flight ", label),
-            (str(snapshot.in_flight), value),
             ("  queued ", label),
             (str(snapshot.queued), queued_style),
+            ("  in flight ", label),
+            (str(snapshot.in_flight), value),
+            ("  ok ", label),
+            (fmt.percent(success), success_style),
+            ("  ", label),
+            (fmt.rate(snapshot.requests_per_s), value),
+            (" req/s  up ", label),
+            (fmt.duration(snapshot.uptime_s), value),
         ]
-        return Text.assemble(*parts)
+        port = snapshot.listen.rpartition(":")[2]
+        return (
+            Text.assemble(*numbers, (f"  {snapshot.listen}", label)),
+            Text.assemble(*numbers, (f"  :{port}", label)),
+            Text.assemble(*numbers),
+        )

@@ -65,13 +65,18 @@ class PeerTable(DataTable[Text]):
 
     @property
     def sort_label(self) -> str:
-        """The column the rows are sorted by."""
-        return COLUMNS[self._sort_index].label
+        """The column the rows are sorted by, with the order's arrow."""
+        return self._label(self._sort_index)
 
     @property
     def filter_text(self) -> str:
         """The text peer ids must contain to be shown; empty shows all."""
         return self._filter
+
+    @property
+    def peers(self) -> tuple[PeerRecord, ...]:
+        """Every peer last shown, the filter notwithstanding."""
+        return self._peers
 
     @property
     def visible_peers(self) -> tuple[PeerRecord, ...]:
@@ -127,11 +132,17 @@ class PeerTable(DataTable[Text]):
         if not self.is_mounted:
             return
         labels = tuple(self._label(i) for i in range(len(COLUMNS)))
-        widths = (self._id_width(), *(c.width for c in COLUMNS[1:]))
+        # The sorted column widens to keep its arrow: a cut arrow hides the order.
+        others = tuple(
+            max(c.width, len(label))
+            for c, label in zip(COLUMNS[1:], labels[1:], strict=True)
+        )
+        widths = (self._id_width(sum(others)), *others)
         header = (labels, widths)
         peers = self.visible_peers
         rows = tuple((p.id, self._cells(p)) for p in peers)
-        if rows == self._shown and header == self._header:
+        if header == self._header and self._same_peers(rows):
+            self._update_cells(rows)
             return
         selected = self.selected_peer
         self.clear(columns=header != self._header)
@@ -144,12 +155,25 @@ class PeerTable(DataTable[Text]):
         self._shown = rows
         self._restore_cursor(selected)
 
+    def _same_peers(self, rows: tuple[tuple[str, tuple[Text, ...]], ...]) -> bool:
+        shown = self._shown
+        return shown is not None and [k for k, _ in rows] == [k for k, _ in shown]
+
+    def _update_cells(self, rows: tuple[tuple[str, tuple[Text, ...]], ...]) -> None:
+        # Same peers in the same order: `seen` ticks every second, so rewriting
+        # the changed cells spares rebuilding every row on every refresh.
+        assert self._shown is not None
+        for (peer_id, cells), (_, was) in zip(rows, self._shown, strict=True):
+            for column, new, old in zip(COLUMNS, cells, was, strict=True):
+                if new != old or new.style != old.style:
+                    self.update_cell(peer_id, column.label, new)
+        self._shown = rows
+
     def on_resize(self) -> None:
         self._redraw()
 
-    def _id_width(self) -> int:
+    def _id_width(self, others: int) -> int:
         """The peer column takes the width the other columns leave, within reason."""
-        others = sum(c.width for c in COLUMNS[1:])
         padding = 2 * self.cell_padding * len(COLUMNS) + 1
         spare = self.size.width - others - padding
         return max(COLUMNS[0].width, min(MAX_ID_WIDTH, spare))
@@ -177,7 +201,7 @@ class PeerTable(DataTable[Text]):
             Text("on") if peer.enabled else Text("off", style=style("peer-table--off"))
         )
         available_style = style("peer-table--low") if peer.available <= 0 else ""
-        seen = fmt.duration(self._now - peer.last_seen) if peer.last_seen else "never"
+        seen = fmt.seen(peer.last_seen, self._now)
         return (
             Text(peer.id, overflow="ellipsis", no_wrap=True),
             Text(fmt.credits(peer.balance), justify="right"),

@@ -60,14 +60,32 @@ class ScreenTabs(Widget):
             self.refresh()
 
     def render(self) -> RenderResult:
+        flags = self._flags()
+        # The flags say what the screen is not doing (refreshing, allowing
+        # changes), so they outrank the other tabs' titles when room is short.
+        for titled in (True, False):
+            text = self._tabs_text(all_titled=titled)
+            room = self.size.width - text.cell_len - flags.cell_len
+            if room >= 0:
+                break
+        text.append(" " * max(1, room))
+        text.append_text(flags)
+        return text
+
+    def _tabs_text(self, *, all_titled: bool) -> Text:
         style = self.get_component_rich_style
         text = Text(no_wrap=True, overflow="crop")
         for number, (mode, title) in enumerate(self._tabs, start=1):
             current = mode == self._current
             text.append(f"{number}", style("screen-tabs--key"))
-            tab_style = "screen-tabs--current" if current else "screen-tabs--tab"
-            text.append(f" {title} ", style(tab_style))
+            if current or all_titled:
+                tab_style = "screen-tabs--current" if current else "screen-tabs--tab"
+                text.append(f" {title} ", style(tab_style))
             text.append(" ")
+        return text
+
+    def _flags(self) -> Text:
+        style = self.get_component_rich_style
         paused, interval_s, read_only = self._state
         flags = Text()
         if read_only:
@@ -76,8 +94,4 @@ class ScreenTabs(Widget):
             flags.append("paused", style("screen-tabs--alert"))
         else:
             flags.append(f"every {interval_s:g}s", style("screen-tabs--state"))
-        room = self.size.width - text.cell_len - flags.cell_len
-        if room > 0:
-            text.append(" " * room)
-            text.append_text(flags)
-        return text
+        return flags

@@ -23,7 +23,7 @@ def frozen_config(data_dir: Path) -> Config:
     """A configuration like the first-run default, with a fixed node id."""
     text = f"""
 [node]
-id = "meld-4"
+id = "meld-4652"
 listen = "127.0.0.1:8787"
 data_dir = "{data_dir}"
 
@@ -124,7 +124,7 @@ def frozen_snapshot() -> NodeSnapshot:
         error="connect error",
     )
     return NodeSnapshot(
-        node_id="meld-4",
+        node_id="meld-4652",
         version="0.1.0",
         listen="127.0.0.1:8787",
         taken_at=NOW,

@@ -73,6 +73,41 @@ async def test_the_credit_dialog_shows_the_balance_after_the_change(
         assert "balance after: 700" in text
 
 
+async def test_the_credit_dialog_reads_the_balance_afresh_from_the_ledger(
+    config: Config,
+) -> None:
+    async with console(config) as (app, node, pilot):
+        await node.add_peer("agent-1", credits=1000)
+        await open_peers(app, pilot, "agent-1")
+        await pilot.press("p")  # paused: the table keeps its 1 000
+        await node.grant("agent-1", 500, reason="from the CLI", actor="cli")
+
+        await pilot.press("d", "tab", *"300")
+        await until(
+            lambda: "balance after: 1 200" in screen_text(app), pilot, what="fresh"
+        )
+        assert "balance 1 500" in screen_text(app)
+
+
+async def test_a_deduct_changes_the_balance_by_its_amount_and_records_the_reason(
+    config: Config,
+) -> None:
+    async with console(config) as (app, node, pilot):
+        await node.add_peer("agent-1", credits=1000)
+        await open_peers(app, pilot, "agent-1")
+
+        await pilot.press("d")
+        await until(lambda: "balance 1 000" in screen_text(app), pilot, what="read")
+        await pilot.press("tab", *"275", "enter", *"refund error", "enter", "enter")
+
+        balance = lambda: node.ledger.balance("agent-1")  # noqa: E731
+        await until(lambda: _is(balance(), 725), pilot, what="the deduct")
+        transfers = await node.statement("agent-1")
+        deducts = [t for t in transfers if t.kind == "deduct"]
+        assert [(t.amount, t.reason) for t in deducts] == [(275, "refund error")]
+        assert deducts[0].actor.startswith("console")
+
+
 async def test_cancel_changes_nothing(config: Config) -> None:
     async with console(config) as (app, node, pilot):
         await node.add_peer("agent-1", credits=100)
@@ -124,6 +159,15 @@ async def test_read_only_refuses_every_change(config: Config) -> None:
         footer = screen_text(app).splitlines()[-1]
         assert "Grant" not in footer and "Add" not in footer
         assert "read-only" in screen_text(app)
+        palette = {command.title for command in app.get_system_commands(screen)}
+        assert "Statement" in palette
+        for change in ("Grant", "Deduct", "Add peer", "Rotate", "Disable"):
+            assert not any(title.startswith(change) for title in palette), change
+
+        await pilot.press("4")
+        await until(lambda: app.current_mode == "stress", pilot, what="stress")
+        palette = {command.title for command in app.get_system_commands(app.screen)}
+        assert "Start a stress run" not in palette
 
 
 async def test_a_new_peer_secret_is_shown_once_and_works(
@@ -133,7 +177,8 @@ async def test_a_new_peer_secret_is_shown_once_and_works(
         await open_peers(app, pilot, node.console_peer)
         await pilot.press("a")
         assert isinstance(app.screen, NewPeerDialog)
-        await pilot.press("tab", *"agent-9", "enter", *"40", "enter", "enter")
+        assert app.focused is not None and app.focused.id == "peer-id"
+        await pilot.press(*"agent-9", "enter", *"40", "enter", "enter")
         await until(lambda: isinstance(app.screen, SecretDialog), pilot, what="secret")
 
         shown = [w for w in SECRET_PATTERN.findall(screen_text(app))]
@@ -145,14 +190,34 @@ async def test_a_new_peer_secret_is_shown_once_and_works(
             credits = (await client.get("/v1/credits")).json()
         assert credits["balance"] == 40
 
-        await pilot.press("enter")
+        await pilot.press("y")
+        await pilot.pause()
+        assert isinstance(app.screen, PeersScreen)
+        assert "agent-9" in app.screen.query_one(PeerTable).rows
+        assert secret not in screen_text(app)
+        assert not SECRET_PATTERN.search(screen_text(app))
+        assert secret not in logged.read_text(encoding="utf-8")
+
+
+async def test_enter_and_escape_typed_ahead_do_not_close_the_secret_dialog(
+    config: Config,
+) -> None:
+    async with console(config) as (app, node, pilot):
+        await open_peers(app, pilot, node.console_peer)
+        await pilot.press("a", *"agent-9", "enter", "enter", "enter")
+        await until(lambda: isinstance(app.screen, SecretDialog), pilot, what="secret")
+        (secret,) = SECRET_PATTERN.findall(screen_text(app))
+
+        await pilot.press("enter", "escape", "enter", "space")
+        assert isinstance(app.screen, SecretDialog)
+        assert secret in screen_text(app)
+
+        await pilot.press("c")
+        assert app.clipboard == ""  # sent to the terminal, not kept by the app
+        await pilot.press("y")
         await pilot.pause()
         assert isinstance(app.screen, PeersScreen)
         assert secret not in screen_text(app)
-        assert not SECRET_PATTERN.search(screen_text(app))
-        log_text = logged.read_text(encoding="utf-8")
-        assert "agent-9" in log_text or "node" in log_text
-        assert secret not in log_text
 
 
 async def test_rotate_shows_a_new_secret_that_works(config: Config) -> None:
@@ -164,6 +229,7 @@ async def test_rotate_shows_a_new_secret_that_works(config: Config) -> None:
         await pilot.press("tab", "enter")
         await until(lambda: isinstance(app.screen, SecretDialog), pilot, what="secret")
         (new,) = SECRET_PATTERN.findall(screen_text(app))
+        assert "agent-1" in screen_text(app)
         assert new != old
         async with httpx.AsyncClient(
             base_url=node.url, auth=MeldAuth("agent-1", new)

@@ -7,9 +7,11 @@ import dataclasses
 from textual.app import App, ComposeResult
 
 from meld_console.widgets import PeerTable
+from meld_console.widgets.peer_table import COLUMNS
 from meld_core.types import PeerRecord
 
 from .frozen import NOW, frozen_peers
+from .screen_text import screen_text
 
 
 class TableApp(App[None]):
@@ -97,3 +99,35 @@ async def test_an_unchanged_refresh_does_not_rebuild_the_rows() -> None:
         assert cleared == []
         table.show(peers[:3], now=NOW)
         assert cleared == [False]
+
+
+async def test_a_refresh_that_changes_only_seen_rewrites_cells_not_rows() -> None:
+    async with TableApp().run_test(size=(80, 24)) as pilot:
+        table = pilot.app.query_one(PeerTable)
+        peers = frozen_peers()
+        table.show(peers, now=NOW)
+        table.move_cursor(row=table.get_row_index("meld-5"))
+        cleared: list[bool] = []
+        real_clear = table.clear
+        table.clear = lambda columns=False: (
+            cleared.append(columns) or real_clear(columns)
+        )  # type: ignore[method-assign]
+
+        table.show(peers, now=NOW + 50)
+
+        assert cleared == []
+        assert str(table.get_cell("agent-7", "seen")) == "2m"
+        assert selected(table) == "meld-5"
+
+
+async def test_the_sort_arrow_shows_on_every_column_at_80_columns() -> None:
+    async with TableApp().run_test(size=(80, 24)) as pilot:
+        table = pilot.app.query_one(PeerTable)
+        table.show(frozen_peers(), now=NOW)
+        for index, column in enumerate(COLUMNS):
+            for reverse, arrow in ((False, "▲"), (True, "▼")):
+                table.sort_by(index, reverse=reverse)
+                await pilot.pause()
+                header = screen_text(pilot.app).splitlines()[0]
+                assert f"{column.label} {arrow}" in header, header
+                assert table.sort_label == f"{column.label} {arrow}"

@@ -139,6 +139,25 @@ async def test_quit_asks_first_while_a_stress_run_is_going(tmp_path: Path) -> No
         await until(lambda: app.stopping, pilot, what="stopping")
 
 
+async def test_ctrl_q_asks_first_while_a_stress_run_is_going(tmp_path: Path) -> None:
+    app = app_over(CountingNode(frozen_config(tmp_path)))
+    async with running(app) as pilot:
+        app.stress_running = True
+        await pilot.press("ctrl+q")
+        assert "stress run is going" in screen_text(app)
+        await pilot.press("enter")  # opens on Cancel
+        assert not app.stopping and app.is_running
+        await pilot.press("ctrl+q", "tab", "enter")
+        await until(lambda: app.stopping, pilot, what="stopping")
+
+
+async def test_ctrl_q_quits_at_once_without_a_stress_run(tmp_path: Path) -> None:
+    app = app_over(CountingNode(frozen_config(tmp_path)))
+    async with running(app) as pilot:
+        await pilot.press("ctrl+q")
+        await until(lambda: app.stopping, pilot, what="stopping")
+
+
 async def test_the_help_lists_the_keys_of_every_screen(tmp_path: Path) -> None:
     app = app_over(CountingNode(frozen_config(tmp_path)))
     async with running(app) as pilot:

@@ -15,7 +15,7 @@ from .conftest import steady_inputs
 from .frozen import NOW, FrozenNode, frozen_config
 
 LOG_LINES = """\
-2026-05-28 20:26:38,001 INFO    meld_core.node: node meld-4 serving on http://127.0.0.1:8787
+2026-05-28 20:26:38,001 INFO    meld_core.node: node meld-4652 serving on http://127.0.0.1:8787
 2026-05-28 20:26:39,412 INFO    meld_core.router: request req_0001 sim 200 in 1240 ms
 2026-05-28 20:26:40,003 WARNING meld_core.node: backend deepseek is now unhealthy
 2026-05-28 20:26:41,917 ERROR   meld_core.router: request req_0006 failed: upstream
