@@ -178,7 +178,8 @@ class BackendCard(Widget):
         lat_now = fmt.millis(measured[-1]) if measured else fmt.UNKNOWN
         lat_top = max(latency, default=0.0)
         lat_max = fmt.millis(lat_top) if measured else fmt.UNKNOWN
-        recent = backend.throughput_history[-1:]
+        # The newest bucket is still filling: its rate would read low.
+        recent = backend.throughput_history[-2:-1]
         thr_now = f"{fmt.rate(recent[0])}/s" if recent else fmt.UNKNOWN
         thr_top = max(throughput, default=0.0)
         spark = self._style("spark")

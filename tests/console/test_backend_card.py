@@ -24,8 +24,12 @@ def spiked_backend() -> BackendSnapshot:
 
 
 class CardApp(App[None]):
+    def __init__(self, backend: BackendSnapshot | None = None) -> None:
+        super().__init__()
+        self.backend = backend or spiked_backend()
+
     def compose(self) -> ComposeResult:
-        yield BackendCard(spiked_backend())
+        yield BackendCard(self.backend)
 
 
 async def test_the_sparklines_cover_five_minutes_at_80_columns() -> None:
@@ -46,3 +50,14 @@ async def test_a_card_keeps_its_three_lines_at_60_columns() -> None:
         assert lines[0].startswith(" sim")
         assert lines[1].startswith(" slots") and "37/256" in lines[1]
         assert lines[2].startswith(" 5m lat")
+
+
+async def test_the_rate_beside_the_sparkline_is_the_last_full_bucket() -> None:
+    filling = dataclasses.replace(
+        spiked_backend(), throughput_history=(1.0,) * 148 + (4.5, 0.5)
+    )
+    async with CardApp(filling).run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        history = screen_text(pilot.app).splitlines()[2]
+
+        assert "4.5/s max" in history
