@@ -143,7 +143,7 @@ def admit(
     live = conn.execute(_ADMISSION, (peer, now)).fetchall()
     if not live or not signed.verify(row[0] for row in live):
         raise Unauthorized()
-    _, available, held, *own_limits = live[0]
+    _, available, held, rpm, in_flight = live[0]
     spent = conn.execute(
         "INSERT OR IGNORE INTO nonces (peer, nonce, expires_at) VALUES (?, ?, ?)",
         (peer, signed.nonce, signed.timestamp + NONCE_TTL_S),
@@ -161,7 +161,7 @@ def admit(
     hold_id = None
     try:
         if gate is not None:
-            gate(peer, (own_limits[0], own_limits[1]))
+            gate(peer, (rpm, in_flight))
         if idempotency is not None:
             replay = claim_key(conn, peer, *idempotency, now)
         if replay is None and hold > available:
