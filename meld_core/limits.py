@@ -30,36 +30,22 @@ class PeerLimiter:
         self._starts: dict[str, deque[float]] = {}
         self._running: dict[str, int] = {}
         self._reserved: dict[str, str] = {}
-        self._overrides: dict[str, tuple[int | None, int | None]] = {}
-
-    def set_overrides(self, peer: str, rpm: int | None, in_flight: int | None) -> None:
-        """Per-peer limits that replace the configured defaults."""
-        with self._lock:
-            self._overrides[peer] = (rpm, in_flight)
-
-    def limits_of(self, peer: str) -> tuple[int, int]:
-        rpm, in_flight = self._overrides.get(peer, (None, None))
-        return (
-            rpm or self.defaults.requests_per_minute,
-            in_flight or self.defaults.max_in_flight,
-        )
 
     def reserve(
         self,
         peer: str,
         request_id: str,
-        own_limits: tuple[int | None, int | None] | None = None,
+        own_limits: tuple[int | None, int | None] = (None, None),
     ) -> None:
         """Count a request against its peer, or raise RateLimited and count nothing.
 
         Args:
-            own_limits: the peer's own limits as the ledger has them now; they
-                replace what `set_overrides` said before.
+            own_limits: the peer's own requests per minute and in flight, as the
+                ledger has them now; None falls back to the node's `[limits]`.
         """
         now = self.clock()
-        if own_limits is not None:
-            self.set_overrides(peer, *own_limits)
-        rpm, max_in_flight = self.limits_of(peer)
+        rpm = own_limits[0] or self.defaults.requests_per_minute
+        max_in_flight = own_limits[1] or self.defaults.max_in_flight
         with self._lock:
             starts = self._starts.setdefault(peer, deque())
             while starts and starts[0] <= now - WINDOW_S:
